@@ -1,0 +1,44 @@
+# The first two targets are the README's two commands: `make serve`, `make test`.
+# Both make the virtual environment themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_UP = pg_isready -q -h 127.0.0.1 -p 5432
+
+.PHONY: serve test lint typecheck contracts unit pg docs bench soak clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/shelfsync serve
+
+# The whole suite: style, types, layer contracts, then every test.
+test: $(STAMP) pg lint typecheck contracts
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src/shelfsync
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
+# Start the local PostgreSQL cluster when it is down (the tests create and drop
+# databases of their own there).
+pg:
+	@$(PG_UP) || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do $(PG_UP) && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
+
+docs: $(STAMP)
+	$(BIN)/python -m shelfsync.server.apidocs docs/api
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

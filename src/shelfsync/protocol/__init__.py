@@ -1,0 +1,1 @@
+"""Wire models shared by the server and the client (pydantic v2)."""

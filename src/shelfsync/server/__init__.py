@@ -1,0 +1,1 @@
+"""The shelfsync server: domain rules, use cases, storage and the HTTP API."""

@@ -1,0 +1,1 @@
+"""The only package importing FastAPI/Starlette: thin routes over the services."""

@@ -1,0 +1,123 @@
+"""One table from domain errors to HTTP, and RFC 9457 problem+json rendering."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shelfsync.protocol.problems import FieldError, Problem
+from shelfsync.server.domain import errors as e
+
+__all__ = ["PROBLEM_TABLE", "install_error_handlers", "problem_response"]
+
+log = logging.getLogger("shelfsync.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# The one mapping: most specific class first; the first isinstance match wins.
+PROBLEM_TABLE: tuple[tuple[type[e.ShelfsyncError], int, str], ...] = (
+    (e.InvalidPath, 400, "invalid_path"),
+    (e.InvalidCursor, 400, "invalid_cursor"),
+    (e.DeviceRequired, 400, "device_required"),
+    (e.InvalidInput, 400, "invalid_request"),
+    (e.AuthenticationFailed, 401, "unauthorized"),
+    (e.LoginThrottled, 429, "too_many_attempts"),
+    (e.DeviceForbidden, 403, "forbidden"),
+    (e.Forbidden, 403, "forbidden"),
+    (e.UserNotFound, 404, "not_found"),
+    (e.DeviceNotFound, 404, "not_found"),
+    (e.NotFound, 404, "not_found"),
+    (e.UserExists, 409, "already_exists"),
+    (e.AlreadyExists, 409, "already_exists"),
+    (e.Unavailable, 503, "unavailable"),
+)
+
+# Codes for errors raised by the framework itself (routing, methods, bodies).
+_FRAMEWORK_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    431: "headers_too_large",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[FieldError] | None = None,
+    reason: str | None = None,
+) -> JSONResponse:
+    body = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        code=code,
+        errors=errors,
+        reason=reason,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def _for_domain(exc: e.ShelfsyncError) -> JSONResponse:
+    for cls, status, code in PROBLEM_TABLE:
+        if isinstance(exc, cls):
+            headers: dict[str, str] = {}
+            if isinstance(exc, e.LoginThrottled | e.Unavailable):
+                headers["Retry-After"] = str(exc.retry_after_s)
+            if status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="shelfsync"'
+            return problem_response(status, code, exc.detail, headers=headers or None)
+    log.error("unmapped domain error %s", type(exc).__name__)
+    return problem_response(500, "internal", "internal server error")
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, e.ShelfsyncError)
+        return _for_domain(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = [
+            FieldError(field=_location(tuple(err.get("loc", ()))), message=str(err.get("msg")))
+            for err in exc.errors()
+        ][:50]
+        names = ", ".join(sorted({f.field for f in fields})) or "the request"
+        return problem_response(400, "invalid_request", f"invalid: {names}", errors=fields)
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        code = _FRAMEWORK_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        return problem_response(status, code, detail, headers=dict(exc.headers or {}) or None)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return problem_response(500, "internal", "internal server error")
+
+    app.add_exception_handler(e.ShelfsyncError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

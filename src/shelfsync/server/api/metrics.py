@@ -1,0 +1,89 @@
+"""Prometheus request metrics as a pure ASGI middleware.
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed bodies and the `pathsend`
+extension pass through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["MetricsMiddleware", "RequestMetrics", "render_metrics"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+
+    @classmethod
+    def create(cls) -> RequestMetrics:
+        # A registry per app: no import-time globals, tests build many apps.
+        registry = CollectorRegistry(auto_describe=True)
+        requests = Counter(
+            "shelfsync_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        latency = Histogram(
+            "shelfsync_http_request_duration_seconds",
+            "Time to the end of the response, by route template and method.",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        return cls(registry, requests, latency)
+
+
+def render_metrics(metrics: RequestMetrics) -> tuple[bytes, str]:
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.metrics = metrics
+        # Routers are mounted under these prefixes; the matched route only knows
+        # its own suffix, so the full template is rebuilt from them.
+        self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            # Templates, never raw paths: label cardinality stays bounded.
+            template = self._template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        suffix = getattr(route, "path_format", None)
+        regex = getattr(route, "path_regex", None)
+        if suffix is None or regex is None:
+            return "unmatched"
+        path: str = scope["path"]
+        for prefix in self.prefixes:
+            if path.startswith(prefix) and regex.match(path[len(prefix) :]):
+                return prefix + str(suffix)
+        return str(suffix)

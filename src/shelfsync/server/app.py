@@ -1,0 +1,112 @@
+"""create_app(settings): the composition root. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from shelfsync import __version__
+from shelfsync.server.api.dependencies import Services
+from shelfsync.server.api.errors import install_error_handlers
+from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics
+from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
+from shelfsync.server.api.routes import auth, devices, health
+from shelfsync.server.services.accounts import AccountService
+from shelfsync.server.services.auth import AuthService, LoginPolicy
+from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.passwords import PasswordHasher
+from shelfsync.server.services.tokens import TokenIssuer
+from shelfsync.server.settings import Settings
+from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.migrate import upgrade
+from shelfsync.server.storage.secret_file import load_or_create_secret
+
+__all__ = ["build_services", "create_app", "open_database"]
+
+log = logging.getLogger("shelfsync")
+
+AUTH_PREFIX = "/api/v1/auth"
+
+TAGS = [
+    {"name": "auth", "description": "Logging in and the tokens a client holds"},
+    {"name": "sync", "description": "Multi-device library synchronization"},
+    {"name": "operations", "description": "Health, readiness and metrics for operators"},
+]
+
+
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """Open the database; an empty or older one is brought to the current schema."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.content_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    if migrate:
+        upgrade(db)
+    return db
+
+
+def build_services(settings: Settings, db: Database) -> Services:
+    passwords = PasswordHasher()
+    tokens = TokenIssuer(
+        secret=load_or_create_secret(settings.secret_path),
+        access_ttl_s=settings.access_token_ttl_s,
+    )
+    policy = LoginPolicy(
+        max_failures=settings.login_max_failures,
+        window_s=settings.login_window_s,
+        block_s=settings.login_block_s,
+        refresh_ttl_s=settings.refresh_token_ttl_s,
+    )
+    return Services(
+        db=db,
+        auth=AuthService(db=db, passwords=passwords, tokens=tokens, policy=policy),
+        accounts=AccountService(db=db, passwords=passwords),
+        devices=DeviceService(db=db),
+    )
+
+
+def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
+    database = db or open_database(settings)
+    services = build_services(settings, database)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="shelfsync",
+        version=__version__,
+        description="Self-hosted multi-device library synchronization.",
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.settings = settings
+    app.state.metrics = RequestMetrics.create()
+    install_error_handlers(app)
+
+    app.include_router(auth.router, prefix=AUTH_PREFIX)
+    for prefix, listed in ((ALIASED_PREFIX, True), (UNVERSIONED_PREFIX, False)):
+        # The same handlers answer at both prefixes; the docs list each once.
+        app.include_router(devices.router, prefix=prefix, include_in_schema=listed)
+    app.include_router(health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = build_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=app.state.metrics,
+        prefixes=(AUTH_PREFIX, ALIASED_PREFIX, UNVERSIONED_PREFIX),
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Plain dataclasses and rules. No HTTP, no SQL, no pydantic."""

@@ -1,0 +1,62 @@
+"""One Settings object for the server, built from flags and environment by the CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    login_max_failures: int = 5
+    login_window_s: int = 15 * 60
+    login_block_s: int = 5 * 60
+    db_pool_size: int = 10
+    retention_days: int = 30
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'shelfsync.db').resolve()}"
+
+    @property
+    def content_dir(self) -> Path:
+        return self.data_dir / "content"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults, then SHELFSYNC_* variables, then explicit overrides (flags)."""
+        env = os.environ
+        values: dict[str, object] = {}
+        if "SHELFSYNC_DATA_DIR" in env:
+            values["data_dir"] = Path(env["SHELFSYNC_DATA_DIR"])
+        if env.get("SHELFSYNC_DATABASE_URL"):
+            values["database_url"] = env["SHELFSYNC_DATABASE_URL"]
+        if "SHELFSYNC_HOST" in env:
+            values["host"] = env["SHELFSYNC_HOST"]
+        for name, key in (
+            ("port", "SHELFSYNC_PORT"),
+            ("access_token_ttl_s", "SHELFSYNC_ACCESS_TOKEN_TTL_S"),
+            ("refresh_token_ttl_s", "SHELFSYNC_REFRESH_TOKEN_TTL_S"),
+            ("login_max_failures", "SHELFSYNC_LOGIN_MAX_FAILURES"),
+            ("db_pool_size", "SHELFSYNC_DB_POOL_SIZE"),
+            ("retention_days", "SHELFSYNC_RETENTION_DAYS"),
+        ):
+            if key in env:
+                values[name] = int(env[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

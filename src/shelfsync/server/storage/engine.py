@@ -1,0 +1,123 @@
+"""The database handle: one engine, read and write transactions, dialect quirks.
+
+SQLite and PostgreSQL differ in how a write transaction must start. On SQLite
+a deferred `BEGIN` that later writes can deadlock with another writer on lock
+upgrade, so writes start with `BEGIN IMMEDIATE` (the SQLAlchemy pysqlite
+"serializable isolation / savepoints" recipe). PostgreSQL needs nothing special.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from shelfsync.server.domain.errors import Unavailable
+
+__all__ = ["Database", "normalize_url"]
+
+_WRITE_OPTION = "shelfsync_write"
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URLs people write (`postgresql://`) and pick our drivers."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+        return "sqlite+pysqlite://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    """Owns the engine; hands out transactions as context managers."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = sa.create_engine(
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"check_same_thread": False, "timeout": 30},
+            )
+            _install_sqlite_hooks(self.engine)
+        else:
+            self.engine = sa.create_engine(
+                self.url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                # A restarted PostgreSQL leaves dead connections in the pool.
+                pool_pre_ping=True,
+                pool_timeout=10,
+                connect_args={"connect_timeout": 5},
+            )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: a consistent snapshot on both databases."""
+        with _translate_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed (durably) when the block ends without error."""
+        with (
+            _translate_errors(),
+            self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.OperationalError as exc:
+        # Connection refused, server restarting, SQLite busy past its timeout:
+        # all are "try again shortly", never a 500.
+        raise Unavailable("the database is unavailable, try again shortly") from exc
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("the database connection was lost, try again") from exc
+        raise
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (see module doc).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        # FULL: a commit that acknowledges user data survives power loss too.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
