@@ -84,7 +84,9 @@ def serve(
     from shelfsync.server.app import create_app
 
     settings = _settings(data_dir, database_url, host=host, port=port)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         application = create_app(settings)
     except ShelfsyncError as exc:

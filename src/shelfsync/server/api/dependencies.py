@@ -14,7 +14,7 @@ from shelfsync.server.services.auth import AuthService, Principal
 from shelfsync.server.services.devices import DeviceService
 from shelfsync.server.storage.engine import Database
 
-__all__ = ["CurrentPrincipal", "ServicesDep", "Services", "client_ip"]
+__all__ = ["CurrentPrincipal", "Services", "ServicesDep", "client_ip"]
 
 
 @dataclass(frozen=True, slots=True)

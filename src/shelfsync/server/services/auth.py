@@ -105,8 +105,12 @@ class AuthService:
                 UserRepository(conn).rehash(
                     user_id=user.id, password_hash=self._passwords.hash(password)
                 )
-            refresh = self._new_refresh(conn_tokens=RefreshTokenRepository(conn), user=user,
-                                        family_id=str(uuid.uuid4()), now=now)
+            refresh = self._new_refresh(
+                conn_tokens=RefreshTokenRepository(conn),
+                user=user,
+                family_id=str(uuid.uuid4()),
+                now=now,
+            )
         return TokenPair(self._access_for(user, now), refresh, self._tokens.access_ttl_s)
 
     def _check_not_blocked(self, state: ThrottleState | None, now: datetime) -> None:
@@ -177,9 +181,7 @@ class AuthService:
         return token
 
     def _access_for(self, user: User, now: datetime) -> str:
-        return self._tokens.issue_access(
-            user_id=user.id, user_generation=user.generation, now=now
-        )
+        return self._tokens.issue_access(user_id=user.id, user_generation=user.generation, now=now)
 
     # -- devices -----------------------------------------------------------
 

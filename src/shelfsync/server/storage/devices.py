@@ -79,9 +79,7 @@ class DeviceRepository:
 
     def by_token_hash(self, token_hash: str) -> Device | None:
         row = (
-            self._conn.execute(
-                sa.select(devices).where(devices.c.token_hash == token_hash, _LIVE)
-            )
+            self._conn.execute(sa.select(devices).where(devices.c.token_hash == token_hash, _LIVE))
             .mappings()
             .first()
         )

@@ -40,9 +40,7 @@ DeviceId = Annotated[str, Path(alias="id", max_length=64, description="Device ID
 )
 def list_devices(principal: CurrentPrincipal, services: ServicesDep) -> DeviceList:
     return DeviceList(
-        devices=[
-            device_out(s, acked_cursor=None) for s in services.devices.list(principal)
-        ]
+        devices=[device_out(s, acked_cursor=None) for s in services.devices.list(principal)]
     )
 
 

@@ -1,0 +1,1 @@
+"""The sync client: keeps a folder identical on every device through the public API."""

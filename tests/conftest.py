@@ -1,0 +1,106 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), apps and clients.
+
+Every test that takes `database_url` runs twice, once per database. PostgreSQL
+databases are created from a migrated template per test session worker and
+dropped afterwards; tests never touch a database they did not create.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.migrate import upgrade
+
+PG_ADMIN_URL = os.environ.get("SHELFSYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_PREFIX = "shelfsync_test_"
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True)
+
+
+def create_pg_database(*, template: str | None = None) -> str:
+    name = f"{PG_PREFIX}{uuid.uuid4().hex[:16]}"
+    with _admin() as conn:
+        if template:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    assert name.startswith(PG_PREFIX), "tests drop only databases they created"
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that per-test databases are copied from."""
+    name = create_pg_database()
+    db = Database(_pg_url(name))
+    upgrade(db)
+    db.dispose()
+    yield name
+    drop_pg_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    db.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A migrated, empty database of each kind, for this test only."""
+    if request.param == "sqlite":
+        path = tmp_path / "shelfsync.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    name = create_pg_database(template=request.getfixturevalue("pg_template"))
+    try:
+        yield _pg_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database; parametrize indirectly with sqlite/postgresql."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    name = create_pg_database()
+    try:
+        yield _pg_url(name)
+    finally:
+        drop_pg_database(name)
