@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,11 +17,17 @@ from shelfsync.server.api.dependencies import Services
 from shelfsync.server.api.errors import install_error_handlers
 from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics
 from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
-from shelfsync.server.api.routes import auth, devices, health
+from shelfsync.server.api.routes import auth, devices, health, sync
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, LoginPolicy
+from shelfsync.server.services.conflicts import ConflictService
+from shelfsync.server.services.cursors import CursorCodec
 from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.feed import FeedService
+from shelfsync.server.services.notifier import ChangeNotifier
 from shelfsync.server.services.passwords import PasswordHasher
+from shelfsync.server.services.report import ReportService
+from shelfsync.server.services.retention import RetentionService
 from shelfsync.server.services.tokens import TokenIssuer
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.engine import Database
@@ -50,10 +59,9 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
 
 def build_services(settings: Settings, db: Database) -> Services:
     passwords = PasswordHasher()
-    tokens = TokenIssuer(
-        secret=load_or_create_secret(settings.secret_path),
-        access_ttl_s=settings.access_token_ttl_s,
-    )
+    secret = load_or_create_secret(settings.secret_path)
+    tokens = TokenIssuer(secret=secret, access_ttl_s=settings.access_token_ttl_s)
+    notifier = ChangeNotifier()
     policy = LoginPolicy(
         max_failures=settings.login_max_failures,
         window_s=settings.login_window_s,
@@ -65,7 +73,23 @@ def build_services(settings: Settings, db: Database) -> Services:
         auth=AuthService(db=db, passwords=passwords, tokens=tokens, policy=policy),
         accounts=AccountService(db=db, passwords=passwords),
         devices=DeviceService(db=db),
+        report=ReportService(db=db, notifier=notifier),
+        feed=FeedService(db=db, codec=CursorCodec(secret), notifier=notifier),
+        conflicts=ConflictService(db=db, notifier=notifier),
+        retention=RetentionService(db=db, retention=timedelta(days=settings.retention_days)),
     )
+
+
+async def _maintain(services: Services, interval_s: float) -> None:
+    """Background upkeep: retention purges, on a timer, off the event loop."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            report = await asyncio.to_thread(services.retention.run_once)
+            if report.tombstones or report.revisions or report.conflicts:
+                log.info("retention purged %s", report)
+        except Exception:
+            log.exception("retention run failed; will retry")
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
@@ -74,9 +98,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if db is None:
-            database.dispose()
+        maintenance = asyncio.create_task(_maintain(services, settings.maintenance_interval_s))
+        try:
+            yield
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            if db is None:
+                database.dispose()
 
     app = FastAPI(
         title="shelfsync",
@@ -96,6 +126,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     for prefix, listed in ((ALIASED_PREFIX, True), (UNVERSIONED_PREFIX, False)):
         # The same handlers answer at both prefixes; the docs list each once.
         app.include_router(devices.router, prefix=prefix, include_in_schema=listed)
+        app.include_router(sync.router, prefix=prefix, include_in_schema=listed)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:

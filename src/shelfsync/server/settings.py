@@ -22,6 +22,7 @@ class Settings:
     login_block_s: int = 5 * 60
     db_pool_size: int = 10
     retention_days: int = 30
+    maintenance_interval_s: float = 600.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shelfsync.server.domain.errors import AuthenticationFailed
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, Principal
+from shelfsync.server.services.conflicts import ConflictService
 from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.feed import FeedService
+from shelfsync.server.services.report import ReportService
+from shelfsync.server.services.retention import RetentionService
 from shelfsync.server.storage.engine import Database
 
 __all__ = ["CurrentPrincipal", "Services", "ServicesDep", "client_ip"]
@@ -25,6 +29,10 @@ class Services:
     auth: AuthService
     accounts: AccountService
     devices: DeviceService
+    report: ReportService
+    feed: FeedService
+    conflicts: ConflictService
+    retention: RetentionService
 
 
 def _services(request: Request) -> Services:

@@ -13,7 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shelfsync.protocol.problems import FieldError, Problem
 from shelfsync.server.domain import errors as e
 
-__all__ = ["PROBLEM_TABLE", "install_error_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_TABLE",
+    "install_error_handlers",
+    "problem_for",
+    "problem_response",
+]
 
 log = logging.getLogger("shelfsync.api")
 
@@ -24,6 +29,8 @@ PROBLEM_TABLE: tuple[tuple[type[e.ShelfsyncError], int, str], ...] = (
     (e.InvalidPath, 400, "invalid_path"),
     (e.InvalidCursor, 400, "invalid_cursor"),
     (e.DeviceRequired, 400, "device_required"),
+    (e.AlreadyResolved, 400, "already_resolved"),
+    (e.ContentMissing, 400, "content_missing"),
     (e.InvalidInput, 400, "invalid_request"),
     (e.AuthenticationFailed, 401, "unauthorized"),
     (e.LoginThrottled, 429, "too_many_attempts"),
@@ -31,7 +38,10 @@ PROBLEM_TABLE: tuple[tuple[type[e.ShelfsyncError], int, str], ...] = (
     (e.Forbidden, 403, "forbidden"),
     (e.UserNotFound, 404, "not_found"),
     (e.DeviceNotFound, 404, "not_found"),
+    (e.ConflictNotFound, 404, "not_found"),
     (e.NotFound, 404, "not_found"),
+    (e.CursorExpired, 410, "cursor_expired"),
+    (e.StaleState, 409, "stale_revision"),
     (e.UserExists, 409, "already_exists"),
     (e.AlreadyExists, 409, "already_exists"),
     (e.Unavailable, 503, "unavailable"),
@@ -75,6 +85,16 @@ def problem_response(
     )
 
 
+def problem_for(exc: e.ShelfsyncError) -> Problem:
+    """The problem body for a domain error (also used inside report results)."""
+    for cls, status, code in PROBLEM_TABLE:
+        if isinstance(exc, cls):
+            return Problem(
+                title=HTTPStatus(status).phrase, status=status, detail=exc.detail, code=code
+            )
+    return Problem(title="Internal Server Error", status=500, detail="internal", code="internal")
+
+
 def _for_domain(exc: e.ShelfsyncError) -> JSONResponse:
     for cls, status, code in PROBLEM_TABLE:
         if isinstance(exc, cls):
@@ -83,7 +103,10 @@ def _for_domain(exc: e.ShelfsyncError) -> JSONResponse:
                 headers["Retry-After"] = str(exc.retry_after_s)
             if status == 401:
                 headers["WWW-Authenticate"] = 'Bearer realm="shelfsync"'
-            return problem_response(status, code, exc.detail, headers=headers or None)
+            reason = exc.reason if isinstance(exc, e.CursorExpired) else None
+            return problem_response(
+                status, code, exc.detail, headers=headers or None, reason=reason
+            )
     log.error("unmapped domain error %s", type(exc).__name__)
     return problem_response(500, "internal", "internal server error")
 

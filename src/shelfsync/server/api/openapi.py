@@ -26,7 +26,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    problem.pop("$defs", None)  # FieldError is its own component below
+    components["Problem"] = problem
     components["FieldError"] = FieldError.model_json_schema()
     # FastAPI's own validation models are never answered (we send 400 problems).
     for name in ("HTTPValidationError", "ValidationError"):

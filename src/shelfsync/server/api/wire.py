@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from shelfsync.protocol import devices as wire
+from shelfsync.protocol import sync as sync_wire
+from shelfsync.protocol.problems import Problem
+from shelfsync.server.api.errors import problem_for
 from shelfsync.server.domain.accounts import ConflictPolicy, DeviceType, SyncFilter
+from shelfsync.server.domain.conflicts import Conflict
+from shelfsync.server.domain.items import ChangeOp, Item
 from shelfsync.server.services.devices import DeviceStatus
+from shelfsync.server.services.report import LocalChange, ReportResult
 
 __all__ = [
+    "change_out",
+    "conflict_out",
     "conflict_policy_in",
     "conflict_policy_of",
     "device_out",
     "device_type_in",
+    "local_change_in",
+    "report_result_out",
     "sync_filter_in",
 ]
 
@@ -51,4 +63,85 @@ def device_out(status: DeviceStatus, *, acked_cursor: str | None) -> wire.Device
             include=list(d.sync_filter.include), exclude=list(d.sync_filter.exclude)
         ),
         conflict_policy=d.conflict_policy.value,
+    )
+
+
+def local_change_in(model: sync_wire.LocalChange) -> LocalChange:
+    return LocalChange(
+        op=ChangeOp(model.op),
+        path=model.path,
+        base_revision=model.base_revision,
+        to_path=model.to_path,
+        content_hash=model.content_hash,
+        size=model.size,
+        mtime=model.mtime.astimezone(UTC)
+        if model.mtime and model.mtime.tzinfo
+        else (model.mtime.replace(tzinfo=UTC) if model.mtime else None),
+        metadata=model.metadata,
+    )
+
+
+def report_result_out(result: ReportResult) -> sync_wire.ReportResult:
+    error: Problem | None = None
+    if result.error is not None:
+        error = problem_for(result.error)
+    return sync_wire.ReportResult(
+        path=result.path,
+        status=result.status.value,
+        id=result.id,
+        revision=result.revision,
+        seq=result.seq,
+        conflict_id=result.conflict_id,
+        error=error,
+    )
+
+
+def change_out(item: Item) -> sync_wire.Change:
+    return sync_wire.Change(
+        seq=item.seq,
+        op=item.op.value,
+        id=item.id,
+        path=item.path,
+        from_path=item.from_path,
+        revision=item.revision,
+        content_hash=item.content_hash,
+        size=item.size,
+        mtime=item.mtime,
+        metadata=item.metadata,
+        deleted=item.deleted,
+        device_id=item.device_id,
+        changed_at=item.updated_at,
+    )
+
+
+def conflict_out(conflict: Conflict, *, content_available: bool) -> sync_wire.Conflict:
+    server, client = conflict.server, conflict.client
+    return sync_wire.Conflict(
+        id=conflict.id,
+        path=conflict.path,
+        status=conflict.status.value,
+        device_id=conflict.device_id,
+        detected_at=conflict.detected_at,
+        base_revision=conflict.base_revision,
+        server=sync_wire.ServerVersion(
+            revision=server.revision,
+            content_hash=server.content_hash,
+            size=server.size,
+            mtime=server.mtime,
+            deleted=server.deleted,
+            device_id=server.device_id,
+        ),
+        client=sync_wire.ClientVersion(
+            op=client.op.value,
+            content_hash=client.content_hash,
+            size=client.size,
+            mtime=client.mtime,
+            metadata=client.metadata,
+            deleted=client.deleted,
+            content_available=content_available,
+        ),
+        suggested_path=conflict.suggested_path,
+        resolution=conflict.resolution.value if conflict.resolution else None,
+        resolved_at=conflict.resolved_at,
+        result_path=conflict.result_path,
     )

@@ -4,16 +4,21 @@
     ├── InvalidInput ................ the request is malformed for the domain
     │   ├── InvalidPath
     │   ├── InvalidCursor
-    │   └── DeviceRequired
+    │   ├── DeviceRequired
+    │   ├── AlreadyResolved ......... a conflict was settled another way
+    │   └── ContentMissing .......... keep_client/keep_both without the client's bytes
+    ├── CursorExpired ............... the cursor predates purged tombstones
     ├── AuthenticationFailed ........ no valid identity (bad password, token...)
     ├── LoginThrottled .............. too many failed logins (carries retry_after_s)
     ├── Forbidden ................... authenticated, but not allowed
     │   └── DeviceForbidden
     ├── NotFound
     │   ├── UserNotFound
-    │   └── DeviceNotFound
+    │   ├── DeviceNotFound
+    │   └── ConflictNotFound
     ├── AlreadyExists
     │   └── UserExists
+    ├── StaleState .................. a precondition no longer holds (409)
     └── Unavailable ................. a backing store is down (carries retry_after_s)
 
 Nothing here knows HTTP: `api/errors.py` maps each class to a status and a
@@ -24,7 +29,11 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "AlreadyResolved",
     "AuthenticationFailed",
+    "ConflictNotFound",
+    "ContentMissing",
+    "CursorExpired",
     "DeviceForbidden",
     "DeviceNotFound",
     "DeviceRequired",
@@ -35,6 +44,7 @@ __all__ = [
     "LoginThrottled",
     "NotFound",
     "ShelfsyncError",
+    "StaleState",
     "Unavailable",
     "UserExists",
     "UserNotFound",
@@ -63,6 +73,26 @@ class InvalidCursor(InvalidInput):
 
 class DeviceRequired(InvalidInput):
     """The operation acts for a device and the request names none."""
+
+
+class AlreadyResolved(InvalidInput):
+    """The conflict was already resolved with a different resolution."""
+
+
+class ContentMissing(InvalidInput):
+    """The client's version was never uploaded, so it cannot be kept."""
+
+
+class CursorExpired(ShelfsyncError):
+    """The cursor is older than the retained tombstones: read again without one."""
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class StaleState(ShelfsyncError):
+    """A precondition (an expected revision, a chunk's bytes) no longer holds."""
 
 
 class AuthenticationFailed(ShelfsyncError):
@@ -95,6 +125,10 @@ class UserNotFound(NotFound):
 
 class DeviceNotFound(NotFound):
     """No device with that id."""
+
+
+class ConflictNotFound(NotFound):
+    """No such conflict in the caller's library."""
 
 
 class AlreadyExists(ShelfsyncError):

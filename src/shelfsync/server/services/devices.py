@@ -15,9 +15,10 @@ from shelfsync.server.domain.accounts import (
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.domain.errors import DeviceForbidden, DeviceNotFound
 from shelfsync.server.services.auth import Principal
+from shelfsync.server.services.feed import pending_changes
 from shelfsync.server.services.tokens import new_opaque_token
 from shelfsync.server.storage.devices import DeviceRepository
-from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.engine import Database, Tx
 
 __all__ = ["DeviceChanges", "DeviceService", "DeviceStatus"]
 
@@ -27,7 +28,6 @@ class DeviceStatus:
     """A device with what is derived from the feed: how far behind it is."""
 
     device: Device
-    acked_seq: int | None
     pending_changes: int
 
 
@@ -81,11 +81,13 @@ class DeviceService:
 
     def list(self, principal: Principal) -> list[DeviceStatus]:
         with self._db.read() as conn:
-            return [self._status(d) for d in DeviceRepository(conn).for_user(principal.user_id)]
+            return [
+                self._status(d, conn) for d in DeviceRepository(conn).for_user(principal.user_id)
+            ]
 
     def get(self, principal: Principal, device_id: str) -> DeviceStatus:
         with self._db.read() as conn:
-            return self._status(self._owned(DeviceRepository(conn), principal, device_id))
+            return self._status(self._owned(DeviceRepository(conn), principal, device_id), conn)
 
     def update(self, principal: Principal, device_id: str, changes: DeviceChanges) -> DeviceStatus:
         with self._db.write() as conn:
@@ -136,7 +138,8 @@ class DeviceService:
             raise DeviceForbidden("that device belongs to another user")
         return device
 
-    @staticmethod
-    def _status(device: Device) -> DeviceStatus:
-        # No change feed exists yet, so nothing can be pending: the true value.
-        return DeviceStatus(device=device, acked_seq=device.acked_seq, pending_changes=0)
+    def _status(self, device: Device, tx: Tx | None = None) -> DeviceStatus:
+        if tx is None:
+            with self._db.read() as read_tx:
+                return self._status(device, read_tx)
+        return DeviceStatus(device=device, pending_changes=pending_changes(tx, device))

@@ -123,6 +123,45 @@ class DeviceRepository:
             devices.update().where(devices.c.id == device_id).values(last_seen_at=now)
         )
 
+    def mark_synced(self, device_id: str, *, now: datetime) -> None:
+        self._conn.execute(
+            devices.update()
+            .where(devices.c.id == device_id)
+            .values(last_sync_at=now, last_seen_at=now)
+        )
+
+    def ack(self, device_id: str, *, seq: int, now: datetime) -> int:
+        """Raise the acked position (never lower it); returns the stored value."""
+        self._conn.execute(
+            devices.update()
+            .where(
+                devices.c.id == device_id,
+                sa.or_(devices.c.acked_seq.is_(None), devices.c.acked_seq < seq),
+            )
+            .values(acked_seq=seq)
+        )
+        self._conn.execute(
+            devices.update()
+            .where(devices.c.id == device_id)
+            .values(last_sync_at=now, last_seen_at=now)
+        )
+        value = self._conn.execute(
+            sa.select(devices.c.acked_seq).where(devices.c.id == device_id)
+        ).scalar_one()
+        return int(value)
+
+    def holders(self, user_id: str, *, seen_since: datetime) -> list[int]:
+        """Acked positions of the user's devices seen since the cutoff."""
+        rows = self._conn.execute(
+            sa.select(devices.c.acked_seq).where(
+                devices.c.user_id == user_id,
+                devices.c.deleted_at.is_(None),
+                devices.c.acked_seq.is_not(None),
+                devices.c.last_seen_at >= seen_since,
+            )
+        )
+        return [int(r[0]) for r in rows]
+
     def mark_deleted(self, device_id: str, *, now: datetime, tombstone_hash: str) -> None:
         # The token hash is replaced so the old token can never match again.
         self._conn.execute(

@@ -19,7 +19,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from shelfsync.server.domain.errors import Unavailable
 
-__all__ = ["Database", "normalize_url"]
+__all__ = ["Database", "Tx", "normalize_url", "savepoint"]
+
+# What services hold while a transaction is open (they never touch SQL themselves).
+Tx = Connection
 
 _WRITE_OPTION = "shelfsync_write"
 
@@ -86,6 +89,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextlib.contextmanager
+def savepoint(tx: Connection) -> Iterator[None]:
+    """Make a block atomic on its own inside a larger transaction."""
+    with tx.begin_nested():
+        yield
 
 
 @contextlib.contextmanager

@@ -6,7 +6,19 @@ import sqlalchemy as sa
 
 from shelfsync.server.storage.types import UTCDateTime
 
-__all__ = ["devices", "login_throttle", "metadata", "refresh_tokens", "users"]
+__all__ = [
+    "conflicts",
+    "contents",
+    "devices",
+    "items",
+    "libraries",
+    "login_throttle",
+    "metadata",
+    "refresh_tokens",
+    "revisions",
+    "user_contents",
+    "users",
+]
 
 # A naming convention makes constraint names identical on both databases, so
 # Alembic can alter them later (SQLite batch mode needs names).
@@ -83,4 +95,145 @@ login_throttle = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False),
     sa.Column("window_started_at", UTCDateTime, nullable=False),
     sa.Column("blocked_until", UTCDateTime),
+)
+
+# One library per user. `seq` is the feed counter, bumped inside every writing
+# transaction while this row is locked, so sequence order equals commit order.
+libraries = sa.Table(
+    "libraries",
+    metadata,
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Highest seq of a purged tombstone: older cursors answer 410.
+    sa.Column("purged_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# The current state of every item, tombstones included. Updating a row in place
+# with a new seq is what makes the feed coalesced.
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("path", sa.Text, nullable=False),
+    # SHA-256 of the path: paths may be 4 KiB, longer than a btree entry allows.
+    sa.Column("path_hash", sa.String(64), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", UTCDateTime),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("device_id", sa.String(36)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("from_path", sa.Text),
+    sa.Index("ix_items_user_seq", "user_id", "seq", unique=True),
+    sa.Index("ix_items_user_path", "user_id", "path_hash"),
+    sa.Index(
+        "uq_items_live_path",
+        "user_id",
+        "path_hash",
+        unique=True,
+        sqlite_where=sa.text("deleted = 0"),
+        postgresql_where=sa.text("NOT deleted"),
+    ),
+)
+
+# Every accepted change of every item, kept for the retention period.
+revisions = sa.Table(
+    "revisions",
+    metadata,
+    sa.Column(
+        "item_id", sa.String(36), sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("revision", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.String(36), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path_hash", sa.String(64), nullable=False),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", UTCDateTime),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("device_id", sa.String(36)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("op", sa.String(8), nullable=False),
+    sa.Column("from_path", sa.Text),
+    sa.Index("ix_revisions_user_path", "user_id", "path_hash", "revision"),
+    sa.Index("ix_revisions_user_content", "user_id", "content_hash"),
+)
+
+conflicts = sa.Table(
+    "conflicts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detected_at", UTCDateTime, nullable=False),
+    sa.Column("base_revision", sa.Integer),
+    sa.Column("server_item_id", sa.String(36)),
+    sa.Column("server_revision", sa.Integer),
+    sa.Column("server_content_hash", sa.String(64)),
+    sa.Column("server_size", sa.BigInteger),
+    sa.Column("server_mtime", UTCDateTime),
+    sa.Column("server_deleted", sa.Boolean, nullable=False),
+    sa.Column("server_device_id", sa.String(36)),
+    sa.Column("client_op", sa.String(8), nullable=False),
+    sa.Column("client_content_hash", sa.String(64)),
+    sa.Column("client_size", sa.BigInteger),
+    sa.Column("client_mtime", UTCDateTime),
+    sa.Column("client_metadata", sa.JSON, nullable=False),
+    sa.Column("client_deleted", sa.Boolean, nullable=False),
+    sa.Column("client_from_path", sa.Text),
+    sa.Column("suggested_path", sa.Text, nullable=False),
+    sa.Column("resolution", sa.String(16)),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("result_path", sa.Text),
+    sa.Index("ix_conflicts_user_status", "user_id", "status"),
+    sa.Index(
+        "uq_conflicts_open_device_path",
+        "device_id",
+        "path_hash",
+        unique=True,
+        sqlite_where=sa.text("status = 'unresolved'"),
+        postgresql_where=sa.text("status = 'unresolved'"),
+    ),
+)
+
+# Content the server stores, once per distinct content hash.
+contents = sa.Table(
+    "contents",
+    metadata,
+    sa.Column("content_hash", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Which user holds which content: dedupe never crosses users (protocol section 7).
+user_contents = sa.Table(
+    "user_contents",
+    metadata,
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "content_hash",
+        sa.String(64),
+        sa.ForeignKey("contents.content_hash"),
+        primary_key=True,
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )

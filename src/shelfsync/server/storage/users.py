@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from shelfsync.server.domain.accounts import User
 from shelfsync.server.domain.errors import UserExists
-from shelfsync.server.storage.tables import users
+from shelfsync.server.storage.tables import libraries, users
 
 __all__ = ["UserRepository"]
 
@@ -42,6 +42,7 @@ class UserRepository:
                         created_at=now,
                     )
                 )
+                self._conn.execute(libraries.insert().values(user_id=user_id, seq=0, purged_seq=0))
         except sa.exc.IntegrityError as exc:
             raise UserExists(f"user {username!r} already exists") from exc
         return User(user_id, username, password_hash, 1, now)

@@ -14,7 +14,7 @@ from shelfsync.protocol.devices import (
     DeviceToken,
     DeviceUpdate,
 )
-from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
+from shelfsync.server.api.dependencies import CurrentPrincipal, Services, ServicesDep
 from shelfsync.server.api.responses import problems
 from shelfsync.server.api.wire import (
     conflict_policy_in,
@@ -23,11 +23,16 @@ from shelfsync.server.api.wire import (
     device_type_in,
     sync_filter_in,
 )
-from shelfsync.server.services.devices import DeviceChanges
+from shelfsync.server.services.devices import DeviceChanges, DeviceStatus
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["sync"])
+
+
+def _out(services: Services, status: DeviceStatus) -> Device:
+    return device_out(status, acked_cursor=services.feed.acked_cursor(status.device))
+
 
 DeviceId = Annotated[str, Path(alias="id", max_length=64, description="Device ID")]
 
@@ -39,9 +44,7 @@ DeviceId = Annotated[str, Path(alias="id", max_length=64, description="Device ID
     responses={200: {"description": "List of devices"}, **problems(401, 503)},
 )
 def list_devices(principal: CurrentPrincipal, services: ServicesDep) -> DeviceList:
-    return DeviceList(
-        devices=[device_out(s, acked_cursor=None) for s in services.devices.list(principal)]
-    )
+    return DeviceList(devices=[_out(services, s) for s in services.devices.list(principal)])
 
 
 @router.post(
@@ -62,7 +65,7 @@ def register_device(
         sync_filter=sync_filter_in(body.sync_filter),
         conflict_policy=conflict_policy_of(body.conflict_policy),
     )
-    return DeviceRegistered(device=device_out(status, acked_cursor=None), token=token)
+    return DeviceRegistered(device=_out(services, status), token=token)
 
 
 @router.get(
@@ -72,7 +75,7 @@ def register_device(
     responses={200: {"description": "Device details"}, **problems(400, 401, 403, 404, 503)},
 )
 def get_device(device_id: DeviceId, principal: CurrentPrincipal, services: ServicesDep) -> Device:
-    return device_out(services.devices.get(principal, device_id), acked_cursor=None)
+    return _out(services, services.devices.get(principal, device_id))
 
 
 @router.put(
@@ -92,7 +95,7 @@ def update_device(
         sync_filter=sync_filter_in(body.sync_filter),
         conflict_policy=conflict_policy_in(body.conflict_policy),
     )
-    return device_out(services.devices.update(principal, device_id, changes), acked_cursor=None)
+    return _out(services, services.devices.update(principal, device_id, changes))
 
 
 @router.delete(

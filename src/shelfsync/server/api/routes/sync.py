@@ -1,0 +1,128 @@
+"""Report, feed, ack and conflicts under /api/v1/sync (protocol sections 6, 7, 8)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from shelfsync.protocol.sync import (
+    AckRequest,
+    AckResponse,
+    ChangesResponse,
+    ConflictList,
+    ReportRequest,
+    ReportResponse,
+    ResolveRequest,
+    ResolveResponse,
+)
+from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
+from shelfsync.server.api.responses import problems
+from shelfsync.server.api.wire import change_out, conflict_out, local_change_in, report_result_out
+from shelfsync.server.domain.conflicts import Resolution
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["sync"])
+
+
+@router.post(
+    "/report",
+    summary="Report local changes from client",
+    response_model=ReportResponse,
+    responses={200: {"description": "Changes processed"}, **problems(400, 401, 403, 503)},
+)
+def report(
+    body: ReportRequest, principal: CurrentPrincipal, services: ServicesDep
+) -> ReportResponse:
+    results = services.report.report(principal, [local_change_in(c) for c in body.changes])
+    return ReportResponse(results=[report_result_out(r) for r in results])
+
+
+@router.get(
+    "/changes",
+    summary="Get changes since cursor",
+    response_model=ChangesResponse,
+    responses={
+        200: {"description": "Changes since cursor"},
+        **problems(400, 401, 403, 410, 503),
+    },
+)
+async def changes(
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="Sync cursor; omit for the whole library, or `latest`."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Max changes (max 1000)")] = 500,
+    wait: Annotated[
+        float, Query(ge=0, le=55, description="Seconds to hold the request while nothing is new")
+    ] = 0,
+) -> ChangesResponse:
+    page = await services.feed.wait_page(principal, cursor=cursor, limit=limit, wait_s=wait)
+    return ChangesResponse(
+        changes=[change_out(item) for item in page.changes],
+        cursor=page.cursor,
+        has_more=page.has_more,
+        latest_seq=page.latest_seq,
+    )
+
+
+@router.post(
+    "/ack",
+    summary="Acknowledge processed changes",
+    response_model=AckResponse,
+    responses={200: {"description": "Changes acknowledged"}, **problems(400, 401, 403, 503)},
+)
+def ack(body: AckRequest, principal: CurrentPrincipal, services: ServicesDep) -> AckResponse:
+    result = services.feed.ack(principal, cursor=body.cursor)
+    return AckResponse(
+        device_id=result.device_id,
+        acked_cursor=result.acked_cursor,
+        pending_changes=result.pending_changes,
+    )
+
+
+@router.get(
+    "/conflicts",
+    summary="List unresolved conflicts",
+    response_model=ConflictList,
+    responses={200: {"description": "Unresolved conflicts"}, **problems(401, 403, 503)},
+)
+def list_conflicts(principal: CurrentPrincipal, services: ServicesDep) -> ConflictList:
+    return ConflictList(
+        conflicts=[
+            conflict_out(c, content_available=available)
+            for c, available in services.conflicts.unresolved(principal)
+        ]
+    )
+
+
+@router.post(
+    "/conflicts/{id}/resolve",
+    summary="Resolve a sync conflict",
+    response_model=ResolveResponse,
+    responses={
+        200: {"description": "Conflict resolved"},
+        **problems(400, 401, 403, 404, 409, 503),
+    },
+)
+def resolve_conflict(
+    conflict_id: Annotated[str, Path(alias="id", max_length=64, description="Conflict ID")],
+    body: ResolveRequest,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> ResolveResponse:
+    conflict, written = services.conflicts.resolve(
+        principal,
+        conflict_id,
+        resolution=Resolution(body.resolution),
+        expected_server_revision=body.expected_server_revision,
+    )
+    return ResolveResponse(
+        conflict=conflict_out(
+            conflict, content_available=services.conflicts.availability(conflict)
+        ),
+        changes=[change_out(item) for item in written],
+    )

@@ -1,0 +1,86 @@
+"""Library paths (protocol section 3): validation, NFC, and conflict names.
+
+A library path is a key, never a file-system path: nothing here (or anywhere
+in the server) joins it onto a directory, so traversal is impossible by
+construction. The rules still refuse `..`, NUL and control characters, because
+clients do write these paths to disk.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+
+from shelfsync.server.domain.errors import InvalidPath
+
+__all__ = [
+    "MAX_PATH_BYTES",
+    "MAX_SEGMENT_BYTES",
+    "conflict_path",
+    "normalize_path",
+    "split_name",
+]
+
+MAX_PATH_BYTES = 4096
+MAX_SEGMENT_BYTES = 255
+
+
+def normalize_path(raw: str) -> str:
+    """The canonical (NFC) form of a valid library path, else InvalidPath."""
+    if not isinstance(raw, str) or not raw:
+        raise InvalidPath("path must be a non-empty string")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPath("path must be valid UTF-8 (no lone surrogates)") from exc
+    path = unicodedata.normalize("NFC", raw)
+    size = len(path.encode("utf-8"))
+    if size > MAX_PATH_BYTES:
+        raise InvalidPath(f"path is {size} bytes, more than {MAX_PATH_BYTES}")
+    if path.startswith("/") or path.endswith("/"):
+        raise InvalidPath("path must be relative, without a leading or trailing '/'")
+    if "\\" in path:
+        raise InvalidPath("path must not contain a backslash")
+    for ch in path:
+        code = ord(ch)
+        # C0, DEL and C1 controls: never valid in a file name we hand to devices.
+        if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
+            raise InvalidPath("path must not contain NUL or other control characters")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidPath("path segments must not be empty, '.' or '..'")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise InvalidPath(f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes")
+    return path
+
+
+def split_name(path: str) -> tuple[str, str, str]:
+    """(parent with trailing '/', stem, extension) of the last segment.
+
+    A leading dot is part of the stem (`.bashrc` has no extension) and only the
+    last suffix counts (`a.tar.gz` -> `a.tar`, `.gz`).
+    """
+    parent, _, name = path.rpartition("/")
+    parent = parent + "/" if parent else ""
+    dot = name.rfind(".")
+    if dot <= 0:
+        return parent, name, ""
+    return parent, name[:dot], name[dot:]
+
+
+def conflict_path(path: str, *, device_name: str, when: datetime, attempt: int = 1) -> str:
+    """`<stem> (conflict <device name> <YYYY-MM-DD HHMMSS>)<ext>` (protocol section 8).
+
+    `attempt` > 1 adds a counter, for when that name is itself taken.
+    """
+    parent, stem, ext = split_name(path)
+    label = f"conflict {device_name} {when.strftime('%Y-%m-%d %H%M%S')}"
+    if attempt > 1:
+        label += f" {attempt}"
+    suffix = f" ({label}){ext}"
+    # Keep the new segment within the segment limit by trimming the stem.
+    budget = MAX_SEGMENT_BYTES - len(suffix.encode("utf-8"))
+    stem_bytes = stem.encode("utf-8")
+    if len(stem_bytes) > budget:
+        stem = stem_bytes[: max(budget, 1)].decode("utf-8", "ignore") or "file"
+    return normalize_path(f"{parent}{stem}{suffix}")

@@ -1,0 +1,69 @@
+"""Wakes long-polling feed readers when a library changes.
+
+Writers run in worker threads and call `notify` after their commit; readers are
+asyncio tasks. A reader subscribes *before* it reads the feed, so a commit that
+lands between its read and its wait still wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+__all__ = ["ChangeNotifier", "Subscription"]
+
+
+class Subscription:
+    """One reader's interest in one library, valid for one wake-up."""
+
+    def __init__(self, notifier: ChangeNotifier, user_id: str) -> None:
+        self._notifier = notifier
+        self.user_id = user_id
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True when woken by a change, False when the timeout passed."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=max(timeout_s, 0))
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._notifier._unsubscribe(self)
+
+
+class ChangeNotifier:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+
+    def subscribe(self, user_id: str) -> Subscription:
+        subscription = Subscription(self, user_id)
+        with self._lock:
+            self._subscribers[user_id].add(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subs = self._subscribers.get(subscription.user_id)
+            if subs is not None:
+                subs.discard(subscription)
+                if not subs:
+                    del self._subscribers[subscription.user_id]
+
+    def notify(self, user_id: str) -> None:
+        """Thread-safe: wake every reader of this library."""
+        with self._lock:
+            subs = list(self._subscribers.get(user_id, ()))
+        for subscription in subs:
+            subscription._fire()
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subscribers.values())

@@ -1,0 +1,314 @@
+"""Repository of libraries, items and revisions: the feed and the history."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from shelfsync.server.domain.items import ChangeOp, Item, Revision
+from shelfsync.server.storage.tables import items, libraries, revisions
+
+__all__ = ["ItemRepository", "LibraryCounters", "path_key"]
+
+
+def path_key(path: str) -> str:
+    """The indexed key of a path (paths can be longer than an index entry)."""
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
+def _item(row: RowMapping) -> Item:
+    return Item(
+        id=row["id"],
+        user_id=row["user_id"],
+        path=row["path"],
+        revision=row["revision"],
+        content_hash=row["content_hash"],
+        size=row["size"],
+        mtime=row["mtime"],
+        metadata=row["metadata"] or {},
+        deleted=bool(row["deleted"]),
+        device_id=row["device_id"],
+        updated_at=row["updated_at"],
+        seq=row["seq"],
+        op=ChangeOp(row["op"]),
+        from_path=row["from_path"],
+    )
+
+
+def _revision(row: RowMapping) -> Revision:
+    return Revision(
+        item_id=row["item_id"],
+        revision=row["revision"],
+        path=row["path"],
+        content_hash=row["content_hash"],
+        size=row["size"],
+        mtime=row["mtime"],
+        metadata=row["metadata"] or {},
+        deleted=bool(row["deleted"]),
+        device_id=row["device_id"],
+        created_at=row["created_at"],
+        seq=row["seq"],
+        op=ChangeOp(row["op"]),
+    )
+
+
+class LibraryCounters:
+    """The per-library feed counter. Lock it first in every writing transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def lock(self, user_id: str) -> int:
+        """Lock the library row for this transaction and return its seq.
+
+        On PostgreSQL the row lock serializes a library's writers, so seq order
+        is commit order; SQLite's BEGIN IMMEDIATE already serializes writers.
+        """
+        stmt = sa.select(libraries.c.seq).where(libraries.c.user_id == user_id)
+        seq = self._conn.execute(stmt.with_for_update()).scalar_one_or_none()
+        if seq is None:
+            self._conn.execute(libraries.insert().values(user_id=user_id, seq=0, purged_seq=0))
+            seq = self._conn.execute(stmt.with_for_update()).scalar_one()
+        return int(seq)
+
+    def set_seq(self, user_id: str, seq: int) -> None:
+        self._conn.execute(libraries.update().where(libraries.c.user_id == user_id).values(seq=seq))
+
+    def read(self, user_id: str) -> tuple[int, int]:
+        """(seq, purged_seq), (0, 0) for a library nothing was written to."""
+        row = self._conn.execute(
+            sa.select(libraries.c.seq, libraries.c.purged_seq).where(libraries.c.user_id == user_id)
+        ).first()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def raise_purged(self, user_id: str, purged_seq: int) -> None:
+        self._conn.execute(
+            libraries.update()
+            .where(libraries.c.user_id == user_id, libraries.c.purged_seq < purged_seq)
+            .values(purged_seq=purged_seq)
+        )
+
+
+def _item_values(item: Item, *, now: datetime) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "user_id": item.user_id,
+        "path": item.path,
+        "path_hash": path_key(item.path),
+        "revision": item.revision,
+        "content_hash": item.content_hash,
+        "size": item.size,
+        "mtime": item.mtime,
+        "metadata": item.metadata,
+        "deleted": item.deleted,
+        "device_id": item.device_id,
+        "updated_at": item.updated_at,
+        "seq": item.seq,
+        "op": item.op.value,
+        "from_path": item.from_path,
+    }
+
+
+class ItemRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    # -- current state ---------------------------------------------------
+
+    def at_path(self, user_id: str, path: str) -> Item | None:
+        """The live item at `path`, else the latest tombstone there, else None."""
+        row = (
+            self._conn.execute(
+                sa.select(items)
+                .where(items.c.user_id == user_id, items.c.path_hash == path_key(path))
+                .order_by(items.c.deleted.asc(), items.c.seq.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return _item(row) if row else None
+
+    def live_at_path(self, user_id: str, path: str) -> Item | None:
+        item = self.at_path(user_id, path)
+        return item if item is not None and not item.deleted else None
+
+    def get(self, item_id: str) -> Item | None:
+        row = self._conn.execute(sa.select(items).where(items.c.id == item_id)).mappings().first()
+        return _item(row) if row else None
+
+    def insert(self, item: Item, *, now: datetime) -> None:
+        self._conn.execute(items.insert().values(created_at=now, **_item_values(item, now=now)))
+
+    def replace(self, item: Item, *, now: datetime) -> None:
+        values = _item_values(item, now=now)
+        del values["id"]
+        self._conn.execute(items.update().where(items.c.id == item.id).values(**values))
+
+    # -- history ---------------------------------------------------------
+
+    def add_revision(self, item: Item) -> None:
+        self._conn.execute(
+            revisions.insert().values(
+                item_id=item.id,
+                revision=item.revision,
+                user_id=item.user_id,
+                path=item.path,
+                path_hash=path_key(item.path),
+                content_hash=item.content_hash,
+                size=item.size,
+                mtime=item.mtime,
+                metadata=item.metadata,
+                deleted=item.deleted,
+                device_id=item.device_id,
+                created_at=item.updated_at,
+                seq=item.seq,
+                op=item.op.value,
+                from_path=item.from_path,
+            )
+        )
+
+    def revision(self, item_id: str, revision: int) -> Revision | None:
+        row = (
+            self._conn.execute(
+                sa.select(revisions).where(
+                    revisions.c.item_id == item_id, revisions.c.revision == revision
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _revision(row) if row else None
+
+    def revisions_of(self, item_id: str) -> list[Revision]:
+        rows = self._conn.execute(
+            sa.select(revisions)
+            .where(revisions.c.item_id == item_id)
+            .order_by(revisions.c.revision.desc())
+        ).mappings()
+        return [_revision(r) for r in rows]
+
+    def revision_at_path(self, user_id: str, path: str, revision: int) -> Revision | None:
+        """The most recent revision numbered `revision` that lived at `path`."""
+        row = (
+            self._conn.execute(
+                sa.select(revisions)
+                .where(
+                    revisions.c.user_id == user_id,
+                    revisions.c.path_hash == path_key(path),
+                    revisions.c.revision == revision,
+                )
+                .order_by(revisions.c.seq.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return _revision(row) if row else None
+
+    def path_as_of(self, item_id: str, seq: int) -> str | None:
+        """Where the item was once the feed had reached `seq` (None: not yet created)."""
+        row = self._conn.execute(
+            sa.select(revisions.c.path, revisions.c.deleted)
+            .where(revisions.c.item_id == item_id, revisions.c.seq <= seq)
+            .order_by(revisions.c.revision.desc())
+            .limit(1)
+        ).first()
+        if row is None or row[1]:
+            return None
+        return str(row[0])
+
+    def earliest_revision(self, item_id: str) -> tuple[int, int] | None:
+        """(revision, seq) of the oldest retained revision of an item."""
+        row = self._conn.execute(
+            sa.select(revisions.c.revision, revisions.c.seq)
+            .where(revisions.c.item_id == item_id)
+            .order_by(revisions.c.revision)
+            .limit(1)
+        ).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    # -- the feed --------------------------------------------------------
+
+    def feed_page(
+        self, user_id: str, *, after_seq: int, snapshot_seq: int, limit: int
+    ) -> list[Item]:
+        """Items with seq > after_seq in seq order; tombstones at or below
+        `snapshot_seq` are skipped (they predate a device's first listing)."""
+        stmt = (
+            sa.select(items)
+            .where(items.c.user_id == user_id, items.c.seq > after_seq)
+            .order_by(items.c.seq)
+            .limit(limit)
+        )
+        if snapshot_seq > after_seq:
+            stmt = stmt.where(sa.or_(items.c.deleted == sa.false(), items.c.seq > snapshot_seq))
+        return [_item(r) for r in self._conn.execute(stmt).mappings()]
+
+    def count_after(self, user_id: str, *, after_seq: int, live_only: bool) -> int:
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(items)
+            .where(items.c.user_id == user_id, items.c.seq > after_seq)
+        )
+        if live_only:
+            stmt = stmt.where(items.c.deleted == sa.false())
+        return int(self._conn.execute(stmt).scalar_one())
+
+    def paths_after(self, user_id: str, *, after_seq: int, live_only: bool) -> Sequence[Any]:
+        stmt = sa.select(items.c.id, items.c.path, items.c.deleted).where(
+            items.c.user_id == user_id, items.c.seq > after_seq
+        )
+        if live_only:
+            stmt = stmt.where(items.c.deleted == sa.false())
+        return self._conn.execute(stmt).all()
+
+    # -- retention -------------------------------------------------------
+
+    def purgeable_tombstones(
+        self, user_id: str, *, deleted_before: datetime, max_seq: int | None, limit: int
+    ) -> list[tuple[str, int]]:
+        stmt = (
+            sa.select(items.c.id, items.c.seq)
+            .where(
+                items.c.user_id == user_id,
+                items.c.deleted == sa.true(),
+                items.c.updated_at < deleted_before,
+            )
+            .order_by(items.c.seq)
+            .limit(limit)
+        )
+        if max_seq is not None:
+            stmt = stmt.where(items.c.seq <= max_seq)
+        return [(str(r[0]), int(r[1])) for r in self._conn.execute(stmt)]
+
+    def delete_items(self, item_ids: Sequence[str]) -> None:
+        if item_ids:
+            self._conn.execute(revisions.delete().where(revisions.c.item_id.in_(item_ids)))
+            self._conn.execute(items.delete().where(items.c.id.in_(item_ids)))
+
+    def purge_old_revisions(self, user_id: str, *, replaced_before: datetime) -> int:
+        """Drop revisions replaced before the cutoff; a revision stays retrievable for
+        the retention period counted from when the next one replaced it."""
+        newer = revisions.alias("newer")
+        replaced = (
+            sa.select(newer.c.revision)
+            .where(
+                newer.c.item_id == revisions.c.item_id,
+                newer.c.revision == revisions.c.revision + 1,
+                newer.c.created_at < replaced_before,
+            )
+            .exists()
+        )
+        result = self._conn.execute(
+            revisions.delete().where(revisions.c.user_id == user_id, replaced)
+        )
+        return result.rowcount
+
+    def users_with_items(self) -> list[str]:
+        return [str(r[0]) for r in self._conn.execute(sa.select(libraries.c.user_id))]
