@@ -6,7 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_UP = pg_isready -q -h 127.0.0.1 -p 5432
 
-.PHONY: serve test lint typecheck contracts unit pg docs bench soak clean
+.PHONY: serve test lint typecheck contracts unit pg sysdeps docs bench soak clean
+
+# Debian tools the tests drive as independent peers (rclone checks the content
+# hash, curl and wget resume downloads). Installed only when missing.
+SYSDEPS := rclone:rclone wget:wget curl:curl
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +22,7 @@ serve: $(STAMP)
 	$(BIN)/shelfsync serve
 
 # The whole suite: style, types, layer contracts, then every test.
-test: $(STAMP) pg lint typecheck contracts
+test: $(STAMP) pg sysdeps lint typecheck contracts
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
 
 lint: $(STAMP)
@@ -36,6 +40,14 @@ contracts: $(STAMP)
 pg:
 	@$(PG_UP) || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 1 30); do $(PG_UP) && exit 0; sleep 1; done; echo "PostgreSQL did not start"; exit 1
+
+sysdeps:
+	@missing=""; for pair in $(SYSDEPS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || { echo "could not install$$missing"; exit 1; }; fi
 
 docs: $(STAMP)
 	$(BIN)/python -m shelfsync.server.apidocs docs/api

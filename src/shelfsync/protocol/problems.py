@@ -26,3 +26,6 @@ class Problem(BaseModel):
         default=None, description="For `invalid_request`: each offending field."
     )
     reason: str | None = Field(default=None, description="For `cursor_expired`: why.")
+    missing_chunks: list[int] | None = Field(
+        default=None, description="For `missing_chunks`: the indexes still to send."
+    )

@@ -17,19 +17,22 @@ from shelfsync.server.api.dependencies import Services
 from shelfsync.server.api.errors import install_error_handlers
 from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics
 from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
-from shelfsync.server.api.routes import auth, devices, health, sync
+from shelfsync.server.api.routes import auth, devices, download, health, sync, upload
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, LoginPolicy
 from shelfsync.server.services.conflicts import ConflictService
 from shelfsync.server.services.cursors import CursorCodec
 from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.downloads import DownloadService
 from shelfsync.server.services.feed import FeedService
 from shelfsync.server.services.notifier import ChangeNotifier
 from shelfsync.server.services.passwords import PasswordHasher
 from shelfsync.server.services.report import ReportService
 from shelfsync.server.services.retention import RetentionService
 from shelfsync.server.services.tokens import TokenIssuer
+from shelfsync.server.services.uploads import UploadLimits, UploadService
 from shelfsync.server.settings import Settings
+from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.migrate import upgrade
 from shelfsync.server.storage.secret_file import load_or_create_secret
@@ -68,15 +71,26 @@ def build_services(settings: Settings, db: Database) -> Services:
         block_s=settings.login_block_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )
+    blobs = BlobStore(settings.content_dir)
+    report = ReportService(db=db, notifier=notifier)
+    limits = UploadLimits(
+        max_file_size_bytes=settings.max_file_size_bytes,
+        max_sessions_per_device=settings.max_sessions_per_device,
+        quota_bytes=settings.quota_bytes,
+        expiry=timedelta(seconds=settings.upload_expiry_s),
+    )
     return Services(
         db=db,
         auth=AuthService(db=db, passwords=passwords, tokens=tokens, policy=policy),
         accounts=AccountService(db=db, passwords=passwords),
         devices=DeviceService(db=db),
-        report=ReportService(db=db, notifier=notifier),
+        report=report,
         feed=FeedService(db=db, codec=CursorCodec(secret), notifier=notifier),
         conflicts=ConflictService(db=db, notifier=notifier),
         retention=RetentionService(db=db, retention=timedelta(days=settings.retention_days)),
+        blobs=blobs,
+        uploads=UploadService(db=db, blobs=blobs, report=report, notifier=notifier, limits=limits),
+        downloads=DownloadService(db=db, blobs=blobs),
     )
 
 
@@ -88,8 +102,11 @@ async def _maintain(services: Services, interval_s: float) -> None:
             report = await asyncio.to_thread(services.retention.run_once)
             if report.tombstones or report.revisions or report.conflicts:
                 log.info("retention purged %s", report)
+            expired = await asyncio.to_thread(services.uploads.expire_idle)
+            if expired:
+                log.info("expired %d idle upload sessions", expired)
         except Exception:
-            log.exception("retention run failed; will retry")
+            log.exception("maintenance run failed; will retry")
 
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
@@ -127,6 +144,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         # The same handlers answer at both prefixes; the docs list each once.
         app.include_router(devices.router, prefix=prefix, include_in_schema=listed)
         app.include_router(sync.router, prefix=prefix, include_in_schema=listed)
+        app.include_router(upload.router, prefix=prefix, include_in_schema=listed)
+        app.include_router(download.router, prefix=prefix, include_in_schema=listed)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:

@@ -23,6 +23,10 @@ class Settings:
     db_pool_size: int = 10
     retention_days: int = 30
     maintenance_interval_s: float = 600.0
+    max_file_size_bytes: int = 256 * 1024**3
+    max_sessions_per_device: int = 64
+    quota_bytes: int | None = None
+    upload_expiry_s: int = 24 * 3600
 
     @property
     def resolved_database_url(self) -> str:
@@ -56,6 +60,10 @@ class Settings:
             ("login_max_failures", "SHELFSYNC_LOGIN_MAX_FAILURES"),
             ("db_pool_size", "SHELFSYNC_DB_POOL_SIZE"),
             ("retention_days", "SHELFSYNC_RETENTION_DAYS"),
+            ("max_file_size_bytes", "SHELFSYNC_MAX_FILE_SIZE_BYTES"),
+            ("max_sessions_per_device", "SHELFSYNC_MAX_SESSIONS_PER_DEVICE"),
+            ("quota_bytes", "SHELFSYNC_QUOTA_BYTES"),
+            ("upload_expiry_s", "SHELFSYNC_UPLOAD_EXPIRY_S"),
         ):
             if key in env:
                 values[name] = int(env[key])

@@ -13,9 +13,12 @@ from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, Principal
 from shelfsync.server.services.conflicts import ConflictService
 from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.downloads import DownloadService
 from shelfsync.server.services.feed import FeedService
 from shelfsync.server.services.report import ReportService
 from shelfsync.server.services.retention import RetentionService
+from shelfsync.server.services.uploads import UploadService
+from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.engine import Database
 
 __all__ = ["CurrentPrincipal", "Services", "ServicesDep", "client_ip"]
@@ -33,6 +36,9 @@ class Services:
     feed: FeedService
     conflicts: ConflictService
     retention: RetentionService
+    blobs: BlobStore
+    uploads: UploadService
+    downloads: DownloadService
 
 
 def _services(request: Request) -> Services:

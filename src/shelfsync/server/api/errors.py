@@ -32,6 +32,12 @@ PROBLEM_TABLE: tuple[tuple[type[e.ShelfsyncError], int, str], ...] = (
     (e.AlreadyResolved, 400, "already_resolved"),
     (e.ContentMissing, 400, "content_missing"),
     (e.InvalidInput, 400, "invalid_request"),
+    (e.MissingChunks, 400, "missing_chunks"),
+    (e.HashMismatch, 400, "hash_mismatch"),
+    (e.DigestMismatch, 400, "digest_mismatch"),
+    (e.Gone, 410, "upload_expired"),
+    (e.TooLarge, 413, "too_large"),
+    (e.TooManySessions, 429, "too_many_sessions"),
     (e.AuthenticationFailed, 401, "unauthorized"),
     (e.LoginThrottled, 429, "too_many_attempts"),
     (e.DeviceForbidden, 403, "forbidden"),
@@ -41,10 +47,15 @@ PROBLEM_TABLE: tuple[tuple[type[e.ShelfsyncError], int, str], ...] = (
     (e.ConflictNotFound, 404, "not_found"),
     (e.NotFound, 404, "not_found"),
     (e.CursorExpired, 410, "cursor_expired"),
+    (e.ChunkConflict, 409, "chunk_conflict"),
+    (e.SessionNotPending, 409, "upload_not_pending"),
     (e.StaleState, 409, "stale_revision"),
     (e.UserExists, 409, "already_exists"),
     (e.AlreadyExists, 409, "already_exists"),
+    (e.RangeNotSatisfiable, 416, "range_not_satisfiable"),
+    (e.StorageFailure, 503, "storage_unavailable"),
     (e.Unavailable, 503, "unavailable"),
+    (e.InsufficientStorage, 507, "insufficient_storage"),
 )
 
 # Codes for errors raised by the framework itself (routing, methods, bodies).
@@ -68,6 +79,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
     errors: list[FieldError] | None = None,
     reason: str | None = None,
+    missing_chunks: list[int] | None = None,
 ) -> JSONResponse:
     body = Problem(
         title=HTTPStatus(status).phrase,
@@ -76,6 +88,7 @@ def problem_response(
         code=code,
         errors=errors,
         reason=reason,
+        missing_chunks=missing_chunks,
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -99,13 +112,24 @@ def _for_domain(exc: e.ShelfsyncError) -> JSONResponse:
     for cls, status, code in PROBLEM_TABLE:
         if isinstance(exc, cls):
             headers: dict[str, str] = {}
-            if isinstance(exc, e.LoginThrottled | e.Unavailable):
+            if isinstance(
+                exc, e.LoginThrottled | e.Unavailable | e.InsufficientStorage | e.TooManySessions
+            ):
                 headers["Retry-After"] = str(exc.retry_after_s)
             if status == 401:
                 headers["WWW-Authenticate"] = 'Bearer realm="shelfsync"'
+            if isinstance(exc, e.RangeNotSatisfiable):
+                # RFC 9110 section 15.5.17: a 416 names the current length.
+                headers["Content-Range"] = f"bytes */{exc.size}"
             reason = exc.reason if isinstance(exc, e.CursorExpired) else None
+            missing = exc.missing if isinstance(exc, e.MissingChunks) else None
             return problem_response(
-                status, code, exc.detail, headers=headers or None, reason=reason
+                status,
+                code,
+                exc.detail,
+                headers=headers or None,
+                reason=reason,
+                missing_chunks=missing,
             )
     log.error("unmapped domain error %s", type(exc).__name__)
     return problem_response(500, "internal", "internal server error")

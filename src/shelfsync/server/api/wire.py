@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from shelfsync.protocol import devices as wire
 from shelfsync.protocol import sync as sync_wire
+from shelfsync.protocol import uploads as upload_wire
 from shelfsync.protocol.problems import Problem
 from shelfsync.server.api.errors import problem_for
 from shelfsync.server.domain.accounts import ConflictPolicy, DeviceType, SyncFilter
 from shelfsync.server.domain.conflicts import Conflict
 from shelfsync.server.domain.items import ChangeOp, Item
+from shelfsync.server.domain.uploads import UploadSession
 from shelfsync.server.services.devices import DeviceStatus
 from shelfsync.server.services.report import LocalChange, ReportResult
 
@@ -24,6 +26,8 @@ __all__ = [
     "local_change_in",
     "report_result_out",
     "sync_filter_in",
+    "upload_out",
+    "utc",
 ]
 
 
@@ -144,4 +148,26 @@ def conflict_out(conflict: Conflict, *, content_available: bool) -> sync_wire.Co
         resolution=conflict.resolution.value if conflict.resolution else None,
         resolved_at=conflict.resolved_at,
         result_path=conflict.result_path,
+    )
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Client times without a zone are taken as UTC (protocol section 1)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def upload_out(session: UploadSession) -> upload_wire.UploadSession:
+    return upload_wire.UploadSession(
+        id=session.id,
+        path=session.path,
+        size=session.size,
+        content_hash=session.content_hash,
+        chunk_size=session.chunk_size,
+        chunk_count=session.chunk_count,
+        received=list(session.received),
+        status=session.status.value,
+        created_at=session.created_at,
+        expires_at=session.expires_at,
     )

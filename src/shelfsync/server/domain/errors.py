@@ -19,7 +19,18 @@
     ├── AlreadyExists
     │   └── UserExists
     ├── StaleState .................. a precondition no longer holds (409)
-    └── Unavailable ................. a backing store is down (carries retry_after_s)
+    │   ├── ChunkConflict ........... other bytes for a received chunk, or one in flight
+    │   └── SessionNotPending ....... the upload session is completed or failed
+    ├── RangeNotSatisfiable ......... no requested byte range overlaps the content (carries size)
+    ├── Gone ........................ an upload session expired (410)
+    ├── TooLarge .................... over a size limit (413)
+    ├── TooManySessions ............. too many live upload sessions (429)
+    ├── MissingChunks ............... complete before every chunk arrived (400)
+    ├── HashMismatch ................ the bytes do not hash to the promised hash (400)
+    ├── DigestMismatch .............. a chunk's Content-Digest does not match (400)
+    ├── Unavailable ................. a backing store is down (carries retry_after_s)
+    │   └── StorageFailure .......... the content store failed an operation
+    └── InsufficientStorage ......... the content store (or a quota) is full
 
 Nothing here knows HTTP: `api/errors.py` maps each class to a status and a
 stable `code` in one table (the pattern of httpx/_exceptions.py).
@@ -31,20 +42,31 @@ __all__ = [
     "AlreadyExists",
     "AlreadyResolved",
     "AuthenticationFailed",
+    "ChunkConflict",
     "ConflictNotFound",
     "ContentMissing",
     "CursorExpired",
     "DeviceForbidden",
     "DeviceNotFound",
     "DeviceRequired",
+    "DigestMismatch",
     "Forbidden",
+    "Gone",
+    "HashMismatch",
+    "InsufficientStorage",
     "InvalidCursor",
     "InvalidInput",
     "InvalidPath",
     "LoginThrottled",
+    "MissingChunks",
     "NotFound",
+    "RangeNotSatisfiable",
+    "SessionNotPending",
     "ShelfsyncError",
     "StaleState",
+    "StorageFailure",
+    "TooLarge",
+    "TooManySessions",
     "Unavailable",
     "UserExists",
     "UserNotFound",
@@ -93,6 +115,17 @@ class CursorExpired(ShelfsyncError):
 
 class StaleState(ShelfsyncError):
     """A precondition (an expected revision, a chunk's bytes) no longer holds."""
+
+
+class RangeNotSatisfiable(ShelfsyncError):
+    """No range of a Range header overlaps the content (RFC 9110 section 15.5.17).
+
+    `size` is the content's length, which the answer names (`bytes */<size>`).
+    """
+
+    def __init__(self, detail: str | None = None, *, size: int) -> None:
+        super().__init__(detail or f"no requested range overlaps the {size} bytes of content")
+        self.size = size
 
 
 class AuthenticationFailed(ShelfsyncError):
@@ -145,3 +178,55 @@ class Unavailable(ShelfsyncError):
     def __init__(self, detail: str, *, retry_after_s: int = 5) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class StorageFailure(Unavailable):
+    """The content store failed (an I/O error): retry later, nothing was kept."""
+
+
+class InsufficientStorage(ShelfsyncError):
+    """No room: the disk is full or the user's quota is used up."""
+
+    def __init__(self, detail: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Gone(ShelfsyncError):
+    """The upload session expired; its data was removed."""
+
+
+class TooLarge(ShelfsyncError):
+    """Over a configured size limit."""
+
+
+class TooManySessions(ShelfsyncError):
+    """The device has too many live upload sessions."""
+
+    def __init__(self, detail: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class MissingChunks(ShelfsyncError):
+    """`complete` was called before every chunk was received."""
+
+    def __init__(self, detail: str, *, missing: list[int]) -> None:
+        super().__init__(detail)
+        self.missing = missing
+
+
+class HashMismatch(ShelfsyncError):
+    """The uploaded bytes do not hash to the session's content hash."""
+
+
+class DigestMismatch(ShelfsyncError):
+    """A chunk's Content-Digest header does not match its bytes."""
+
+
+class ChunkConflict(StaleState):
+    """Other bytes for an already received chunk, or a chunk another request is writing."""
+
+
+class SessionNotPending(StaleState):
+    """The upload session no longer takes chunks (completed or failed)."""

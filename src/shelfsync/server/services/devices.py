@@ -19,6 +19,7 @@ from shelfsync.server.services.feed import pending_changes
 from shelfsync.server.services.tokens import new_opaque_token
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database, Tx
+from shelfsync.server.storage.uploads import UploadRepository
 
 __all__ = ["DeviceChanges", "DeviceService", "DeviceStatus"]
 
@@ -120,7 +121,10 @@ class DeviceService:
         with self._db.write() as conn:
             repo = DeviceRepository(conn)
             self._owned(repo, principal, device_id)
-            repo.mark_deleted(device_id, now=utcnow(), tombstone_hash=tombstone)
+            now = utcnow()
+            repo.mark_deleted(device_id, now=now, tombstone_hash=tombstone)
+            # Its upload sessions end with it; their files go with the next sweep.
+            UploadRepository(conn).cancel_for_device(device_id, now=now)
 
     def rotate_token(self, principal: Principal, device_id: str) -> str:
         token, digest = new_opaque_token("ssd")

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from shelfsync.server.storage.tables import contents, user_contents
+from shelfsync.server.storage.tables import content_blocks, contents, user_contents
 
 __all__ = ["ContentRepository"]
 
@@ -19,7 +19,12 @@ class ContentRepository:
         self._conn = conn
 
     def size_for_user(self, user_id: str, content_hash: str) -> int | None:
-        """The size of `content_hash` if this user holds it (dedupe never crosses users)."""
+        """The size of `content_hash` if this user holds it (dedupe never crosses users).
+
+        Inside a write transaction the content row is share-locked until commit, so
+        garbage collection (which locks it for update) cannot remove content that a
+        change is about to reference.
+        """
         row = self._conn.execute(
             sa.select(contents.c.size)
             .select_from(
@@ -31,6 +36,7 @@ class ContentRepository:
                 user_contents.c.user_id == user_id,
                 user_contents.c.content_hash == content_hash,
             )
+            .with_for_update(read=True, of=contents)
         ).first()
         return int(row[0]) if row else None
 
@@ -51,6 +57,7 @@ class ContentRepository:
                     user_contents.c.user_id == user_id,
                     user_contents.c.content_hash.in_(part),
                 )
+                .with_for_update(read=True, of=contents)
             )
             found.update({str(r[0]): int(r[1]) for r in rows})
         return found
@@ -74,3 +81,55 @@ class ContentRepository:
             .values(user_id=user_id, content_hash=content_hash, created_at=now)
             .on_conflict_do_nothing(index_elements=["user_id", "content_hash"])
         )
+
+    def add_blocks(self, content_hash: str, digests: list[str]) -> None:
+        """Index a stored content's block digests (once per content)."""
+        if not digests:
+            return
+        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        rows = [
+            {"content_hash": content_hash, "block_index": i, "digest": d}
+            for i, d in enumerate(digests)
+        ]
+        for start in range(0, len(rows), 1000):
+            self._conn.execute(
+                insert(content_blocks)
+                .values(rows[start : start + 1000])
+                .on_conflict_do_nothing(index_elements=["content_hash", "block_index"])
+            )
+
+    def known_blocks(self, user_id: str, digests: set[str]) -> dict[str, tuple[str, int]]:
+        """digest -> (content hash, block index) for blocks of content this user holds."""
+        found: dict[str, tuple[str, int]] = {}
+        ordered = sorted(digests)
+        for start in range(0, len(ordered), 500):
+            part = ordered[start : start + 500]
+            rows = self._conn.execute(
+                sa.select(
+                    content_blocks.c.digest,
+                    content_blocks.c.content_hash,
+                    content_blocks.c.block_index,
+                )
+                .select_from(
+                    content_blocks.join(
+                        user_contents,
+                        user_contents.c.content_hash == content_blocks.c.content_hash,
+                    )
+                )
+                .where(user_contents.c.user_id == user_id, content_blocks.c.digest.in_(part))
+            )
+            for digest, content_hash, index in rows:
+                found.setdefault(str(digest), (str(content_hash), int(index)))
+        return found
+
+    def used_bytes(self, user_id: str) -> int:
+        value = self._conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(contents.c.size), 0))
+            .select_from(
+                user_contents.join(
+                    contents, contents.c.content_hash == user_contents.c.content_hash
+                )
+            )
+            .where(user_contents.c.user_id == user_id)
+        ).scalar_one()
+        return int(value)

@@ -3,7 +3,8 @@
 SQLite and PostgreSQL differ in how a write transaction must start. On SQLite
 a deferred `BEGIN` that later writes can deadlock with another writer on lock
 upgrade, so writes start with `BEGIN IMMEDIATE` (the SQLAlchemy pysqlite
-"serializable isolation / savepoints" recipe). PostgreSQL needs nothing special.
+"serializable isolation / savepoints" recipe). PostgreSQL needs nothing special
+for writes; its reads run at REPEATABLE READ so that one read is one snapshot.
 """
 
 from __future__ import annotations
@@ -70,8 +71,14 @@ class Database:
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction: a consistent snapshot on both databases."""
-        with _translate_errors(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        with _translate_errors(), self.engine.connect() as conn:
+            if not self.is_sqlite:
+                # PostgreSQL's default READ COMMITTED takes a new snapshot per
+                # statement: a feed page could then report a latest_seq older
+                # than a change it carries. One snapshot for the whole read.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:

@@ -8,6 +8,7 @@ from shelfsync.server.storage.types import UTCDateTime
 
 __all__ = [
     "conflicts",
+    "content_blocks",
     "contents",
     "devices",
     "items",
@@ -16,6 +17,8 @@ __all__ = [
     "metadata",
     "refresh_tokens",
     "revisions",
+    "upload_chunks",
+    "upload_sessions",
     "user_contents",
     "users",
 ]
@@ -236,4 +239,70 @@ user_contents = sa.Table(
         primary_key=True,
     ),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Digests of every 4 MiB block of stored content: lets an upload of an edited
+# file reuse the blocks the server already has (protocol section 9).
+content_blocks = sa.Table(
+    "content_blocks",
+    metadata,
+    sa.Column(
+        "content_hash",
+        sa.String(64),
+        sa.ForeignKey("contents.content_hash", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("block_index", sa.Integer, primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Index("ix_content_blocks_digest", "digest"),
+)
+
+upload_sessions = sa.Table(
+    "upload_sessions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path_hash", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("chunk_size", sa.BigInteger, nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # True when the user already held the content: no bytes travel, no file.
+    sa.Column("deduplicated", sa.Boolean, nullable=False),
+    sa.Column("mtime", UTCDateTime),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("base_revision", sa.Integer),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    # The answer `complete` gave, returned again when it is called again.
+    sa.Column("result", sa.JSON),
+    sa.Index("ix_upload_sessions_reuse", "device_id", "path_hash", "content_hash", "status"),
+    sa.Index("ix_upload_sessions_status_expiry", "status", "expires_at"),
+    sa.Index("ix_upload_sessions_content", "content_hash", "status"),
+    sa.Index("ix_upload_sessions_user", "user_id"),
+)
+
+upload_chunks = sa.Table(
+    "upload_chunks",
+    metadata,
+    sa.Column(
+        "session_id",
+        sa.String(36),
+        sa.ForeignKey("upload_sessions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("chunk_index", sa.Integer, primary_key=True),
+    # "writing" while a request streams it (a claim), "received" once durable.
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("claim", sa.String(36)),
+    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    # Hex SHA-256 digests of the chunk's 4 MiB blocks, concatenated.
+    sa.Column("block_digests", sa.Text),
 )

@@ -1,0 +1,154 @@
+"""Chunked uploads under /api/v1/sync/upload (protocol section 9)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Request, Response
+
+from shelfsync.protocol.uploads import ChunkReceipt, UploadComplete, UploadCreate, UploadSession
+from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
+from shelfsync.server.api.responses import problems
+from shelfsync.server.api.wire import report_result_out, upload_out, utc
+from shelfsync.server.domain.errors import InvalidInput
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["sync"])
+
+SessionId = Annotated[str, Path(alias="id", max_length=64, description="Upload session ID")]
+# Pieces of the body are gathered up to this size before a worker thread hashes
+# and writes them: big enough to amortize the hop, small enough to stay lean.
+_PIECE = 1024 * 1024
+
+
+@router.post(
+    "/upload",
+    summary="Create an upload session for chunked upload",
+    response_model=UploadSession,
+    responses={
+        200: {"description": "Upload session created"},
+        **problems(400, 401, 403, 413, 429, 503, 507),
+    },
+)
+def create_upload(
+    body: UploadCreate, principal: CurrentPrincipal, services: ServicesDep
+) -> UploadSession:
+    session = services.uploads.create(
+        principal,
+        path=body.path,
+        size=body.size,
+        content_hash=body.content_hash,
+        base_revision=body.base_revision,
+        mtime=utc(body.mtime),
+        metadata=body.metadata,
+        chunk_size=body.chunk_size,
+        block_hashes=body.block_hashes,
+    )
+    return upload_out(session)
+
+
+@router.get(
+    "/upload/{id}",
+    summary="Get upload session status",
+    response_model=UploadSession,
+    responses={200: {"description": "Upload session status"}, **problems(400, 401, 403, 404, 503)},
+)
+def get_upload(
+    session_id: SessionId, principal: CurrentPrincipal, services: ServicesDep
+) -> UploadSession:
+    return upload_out(services.uploads.get(principal, session_id))
+
+
+@router.delete(
+    "/upload/{id}",
+    summary="Cancel an upload session",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Upload cancelled"}, **problems(400, 401, 403, 404, 503)},
+)
+def cancel_upload(
+    session_id: SessionId, principal: CurrentPrincipal, services: ServicesDep
+) -> Response:
+    services.uploads.cancel(principal, session_id)
+    return Response(status_code=204)
+
+
+@router.put(
+    "/upload/{id}/chunks/{index}",
+    summary="Upload a chunk",
+    response_model=ChunkReceipt,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "Chunk binary data",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+    responses={
+        200: {"description": "Chunk received (durably stored)"},
+        **problems(400, 401, 403, 404, 409, 410, 413, 503, 507),
+    },
+)
+async def put_chunk(
+    session_id: SessionId,
+    index: Annotated[int, Path(ge=0, le=100_000, description="Chunk index")],
+    request: Request,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    content_digest: Annotated[
+        str | None,
+        Header(max_length=1024, description="RFC 9530 `sha-256=:<base64>:` of the chunk."),
+    ] = None,
+) -> ChunkReceipt:
+    length_header = request.headers.get("content-length")
+    try:
+        content_length = int(length_header) if length_header is not None else None
+    except ValueError as exc:
+        raise InvalidInput("Content-Length must be a number") from exc
+    receiver = await asyncio.to_thread(
+        services.uploads.begin_chunk,
+        principal,
+        session_id,
+        index,
+        content_length=content_length,
+        content_digest=content_digest,
+    )
+    try:
+        buffer = bytearray()
+        async for piece in request.stream():
+            buffer += piece
+            if len(buffer) >= _PIECE:
+                await asyncio.to_thread(receiver.feed, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await asyncio.to_thread(receiver.feed, bytes(buffer))
+        receipt = await asyncio.to_thread(receiver.finish)
+    except BaseException:
+        await asyncio.to_thread(receiver.abort)
+        raise
+    return ChunkReceipt(
+        index=receipt.index,
+        size=receipt.size,
+        received_count=receipt.received_count,
+        chunk_count=receipt.chunk_count,
+    )
+
+
+@router.post(
+    "/upload/{id}/complete",
+    summary="Complete an upload session",
+    response_model=UploadComplete,
+    responses={
+        200: {"description": "Upload completed"},
+        **problems(400, 401, 403, 404, 409, 410, 503, 507),
+    },
+)
+def complete_upload(
+    session_id: SessionId, principal: CurrentPrincipal, services: ServicesDep
+) -> UploadComplete:
+    session, result = services.uploads.complete(principal, session_id)
+    return UploadComplete(session=upload_out(session), result=report_result_out(result))

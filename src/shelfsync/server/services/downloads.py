@@ -1,0 +1,101 @@
+"""What GET /sync/download/{path} sends (protocol section 10): the live item at a
+path, or one of its retained revisions, and the one file holding its content.
+
+The library path only ever selects a database row; the file comes from the
+blob store by content hash, so no client string reaches the file system.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from shelfsync.server.domain.errors import NotFound, StorageFailure
+from shelfsync.server.domain.paths import normalize_path
+from shelfsync.server.services.auth import Principal
+from shelfsync.server.storage.blobs import BlobStore
+from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.items import ItemRepository
+
+__all__ = ["DownloadService", "DownloadTarget"]
+
+_NOT_FOUND = "no file at that path"
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadTarget:
+    """One revision's content, ready to send."""
+
+    file: Path | None  # the content's file; None for empty content (there is none)
+    size: int  # bytes
+    content_hash: str
+    modified: datetime  # the client's mtime if it sent one, else when the change landed
+    item_id: str
+    revision: int
+    name: str  # the last path segment, for Content-Type and Content-Disposition
+
+
+class DownloadService:
+    def __init__(self, *, db: Database, blobs: BlobStore) -> None:
+        self._db = db
+        self._blobs = blobs
+
+    def resolve(self, principal: Principal, path: str, revision: int | None) -> DownloadTarget:
+        """The content at `path` (the live item), or its retained `revision`.
+
+        Unknown, deleted, another user's path, or a revision that is gone or
+        was a delete: NotFound, all alike, so nothing about other libraries
+        can be inferred. Content recorded but missing or short on disk:
+        StorageFailure (503), never a 500 and never a truncated body.
+        """
+        normalized = normalize_path(path)
+        with self._db.read() as conn:
+            items = ItemRepository(conn)
+            if revision is None:
+                live = items.live_at_path(principal.user_id, normalized)
+                if live is None or live.content_hash is None:
+                    raise NotFound(_NOT_FOUND)
+                target = DownloadTarget(
+                    file=None,
+                    size=live.size,
+                    content_hash=live.content_hash,
+                    modified=live.mtime or live.updated_at,
+                    item_id=live.id,
+                    revision=live.revision,
+                    name=normalized.rpartition("/")[2],
+                )
+            else:
+                # Live, else the latest tombstone: deleted content stays
+                # downloadable by revision for the retention period (section 4).
+                item = items.at_path(principal.user_id, normalized)
+                old = items.revision(item.id, revision) if item is not None else None
+                if item is None or old is None or old.deleted or old.content_hash is None:
+                    raise NotFound(f"no retained revision {revision} at that path")
+                target = DownloadTarget(
+                    file=None,
+                    size=old.size,
+                    content_hash=old.content_hash,
+                    modified=old.mtime or old.created_at or item.updated_at,
+                    item_id=item.id,
+                    revision=old.revision,
+                    name=normalized.rpartition("/")[2],
+                )
+        if target.size == 0:
+            return target
+        return _with_file(target, self._blobs.object_path(target.content_hash))
+
+
+def _with_file(target: DownloadTarget, file: Path) -> DownloadTarget:
+    try:
+        info = os.stat(file)
+    except FileNotFoundError as exc:
+        raise StorageFailure("the stored content is missing") from exc
+    except OSError as exc:
+        raise StorageFailure(f"content storage failed: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size != target.size:
+        # Never send a body that disagrees with Content-Length and the ETag.
+        raise StorageFailure("the stored content does not match its record")
+    return replace(target, file=file)

@@ -1,0 +1,225 @@
+"""The content-addressed blob store: one file per content, written crash-safely.
+
+Layout under the content directory:
+
+    objects/ab/cd/<content hash>   finished, verified content (one file each)
+    uploads/<session id>.part      an upload session's preallocated file
+    trash/<content hash>.<nonce>   content on its way out (garbage collection)
+
+A session file becomes an object by `rename` after its data was fdatasynced,
+followed by an fsync of the directory: a crash leaves either nothing or a
+whole, verified file under objects/. Library paths never reach this module:
+files are named by content hash and session id only, so no client-supplied
+string is ever joined onto a directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from shelfsync.server.domain.errors import InsufficientStorage, StorageFailure
+
+__all__ = ["BlobStore", "ChunkFile"]
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_SESSION = re.compile(r"^[0-9a-f-]{36}$")
+_COPY_STEP = 64 * 1024 * 1024
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _io_errors() -> Iterator[None]:
+    """Disk full becomes 507, any other I/O failure 503: never a 500, never silent."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("the server's content storage is full") from exc
+        raise StorageFailure(f"content storage failed: {exc.strerror or exc}") from exc
+
+
+class ChunkFile:
+    """An open session file for writing one chunk at its offset."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self.offset = offset
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        with _io_errors():
+            while view:
+                n = os.pwrite(self._fd, view, self.offset + self.written)
+                self.written += n
+                view = view[n:]
+
+    def sync(self) -> None:
+        with _io_errors():
+            os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.uploads = root / "uploads"
+        self.trash_dir = root / "trash"
+        for folder in (self.objects, self.uploads, self.trash_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # -- naming ----------------------------------------------------------
+
+    def object_path(self, content_hash: str) -> Path:
+        if not _HASH.fullmatch(content_hash):
+            raise ValueError("not a content hash")
+        return self.objects / content_hash[:2] / content_hash[2:4] / content_hash
+
+    def session_path(self, session_id: str) -> Path:
+        if not _SESSION.fullmatch(session_id):
+            raise ValueError("not a session id")
+        return self.uploads / f"{session_id}.part"
+
+    def has(self, content_hash: str) -> bool:
+        return self.object_path(content_hash).is_file()
+
+    def ping(self) -> None:
+        with _io_errors():
+            os.stat(self.objects)
+
+    # -- upload sessions -------------------------------------------------
+
+    def create_session_file(self, session_id: str, size: int) -> None:
+        """Create and preallocate, so a full disk shows now, not mid-upload."""
+        path = self.session_path(session_id)
+        with _io_errors():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if size:
+                    os.posix_fallocate(fd, 0, size)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+            os.close(fd)
+            _fsync_dir(self.uploads)
+
+    def open_chunk(self, session_id: str, offset: int) -> ChunkFile:
+        with _io_errors():
+            fd = os.open(self.session_path(session_id), os.O_WRONLY)
+        return ChunkFile(fd, offset)
+
+    def session_exists(self, session_id: str) -> bool:
+        return self.session_path(session_id).is_file()
+
+    def copy_into_session(
+        self, *, content_hash: str, src_offset: int, session_id: str, dst_offset: int, length: int
+    ) -> None:
+        """Server-side copy of stored bytes (known blocks of an edited file)."""
+        with (
+            _io_errors(),
+            self.object_path(content_hash).open("rb") as src,
+            self.session_path(session_id).open("r+b") as dst,
+        ):
+            done = 0
+            while done < length:
+                step = min(_COPY_STEP, length - done)
+                n = os.copy_file_range(
+                    src.fileno(), dst.fileno(), step, src_offset + done, dst_offset + done
+                )
+                if n == 0:
+                    raise StorageFailure("stored content is shorter than its record")
+                done += n
+            os.fdatasync(dst.fileno())
+
+    def discard_session(self, session_id: str) -> None:
+        with _io_errors():
+            self.session_path(session_id).unlink(missing_ok=True)
+
+    def commit_session(self, session_id: str, content_hash: str) -> bool:
+        """Move a verified session file into place; False when the content was
+        already stored (the session file is dropped: identical content is kept once)."""
+        target = self.object_path(content_hash)
+        source = self.session_path(session_id)
+        with _io_errors():
+            if target.is_file():
+                source.unlink(missing_ok=True)
+                return False
+            if not source.is_file():
+                raise StorageFailure("the upload's data is missing")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as fh:
+                # Chunks were fdatasynced as they arrived; this covers size/metadata.
+                os.fsync(fh.fileno())
+            os.rename(source, target)
+            _fsync_dir(target.parent)
+            _fsync_dir(self.uploads)
+        return True
+
+    # -- garbage collection ----------------------------------------------
+
+    def trash(self, content_hash: str) -> Path | None:
+        """Step 1 of removal: an atomic rename out of objects/ (undone by restore)."""
+        source = self.object_path(content_hash)
+        target = self.trash_dir / f"{content_hash}.{secrets.token_hex(4)}"
+        with _io_errors():
+            try:
+                os.rename(source, target)
+            except FileNotFoundError:
+                return None
+            _fsync_dir(source.parent)
+        return target
+
+    def empty_trash(self, path: Path) -> None:
+        with _io_errors():
+            path.unlink(missing_ok=True)
+
+    def trashed(self) -> list[tuple[str, Path]]:
+        """(content hash, trash file) pairs left by an interrupted collection."""
+        found = []
+        for entry in self.trash_dir.iterdir():
+            content_hash = entry.name.split(".", 1)[0]
+            if _HASH.fullmatch(content_hash):
+                found.append((content_hash, entry))
+        return found
+
+    def restore(self, content_hash: str, path: Path) -> None:
+        target = self.object_path(content_hash)
+        with _io_errors():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                path.unlink(missing_ok=True)
+                return
+            os.rename(path, target)
+            _fsync_dir(target.parent)
+
+    def stale_session_files(self, live_ids: set[str], *, older_than_s: float = 3600) -> list[str]:
+        """Session files no live session owns. A file is created just before its
+        session row, so only files idle for a while are considered."""
+        cutoff = time.time() - older_than_s
+        stale = []
+        for entry in self.uploads.iterdir():
+            session_id = entry.name.removesuffix(".part")
+            if entry.name.endswith(".part") and session_id not in live_ids:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        stale.append(session_id)
+        return stale
