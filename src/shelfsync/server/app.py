@@ -21,6 +21,7 @@ from shelfsync.server.api.routes import auth, devices, download, health, sync, u
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, LoginPolicy
 from shelfsync.server.services.conflicts import ConflictService
+from shelfsync.server.services.content_gc import ContentCollector
 from shelfsync.server.services.cursors import CursorCodec
 from shelfsync.server.services.devices import DeviceService
 from shelfsync.server.services.downloads import DownloadService
@@ -89,6 +90,7 @@ def build_services(settings: Settings, db: Database) -> Services:
         conflicts=ConflictService(db=db, notifier=notifier),
         retention=RetentionService(db=db, retention=timedelta(days=settings.retention_days)),
         blobs=blobs,
+        content_gc=ContentCollector(db=db, blobs=blobs, grace=timedelta(hours=1)),
         uploads=UploadService(db=db, blobs=blobs, report=report, notifier=notifier, limits=limits),
         downloads=DownloadService(db=db, blobs=blobs),
     )
@@ -105,6 +107,9 @@ async def _maintain(services: Services, interval_s: float) -> None:
             expired = await asyncio.to_thread(services.uploads.expire_idle)
             if expired:
                 log.info("expired %d idle upload sessions", expired)
+            collected = await asyncio.to_thread(services.content_gc.collect)
+            if collected:
+                log.info("removed %d unreferenced contents", collected)
         except Exception:
             log.exception("maintenance run failed; will retry")
 
@@ -112,6 +117,11 @@ async def _maintain(services: Services, interval_s: float) -> None:
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     database = db or open_database(settings)
     services = build_services(settings, database)
+    # Finish whatever a crash interrupted before serving anyone.
+    services.content_gc.recover()
+    if database.is_sqlite:
+        # SQLite means one server process: any chunk claim left is from a crash.
+        services.uploads.drop_claims()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

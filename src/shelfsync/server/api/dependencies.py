@@ -12,6 +12,7 @@ from shelfsync.server.domain.errors import AuthenticationFailed
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, Principal
 from shelfsync.server.services.conflicts import ConflictService
+from shelfsync.server.services.content_gc import ContentCollector
 from shelfsync.server.services.devices import DeviceService
 from shelfsync.server.services.downloads import DownloadService
 from shelfsync.server.services.feed import FeedService
@@ -37,6 +38,7 @@ class Services:
     conflicts: ConflictService
     retention: RetentionService
     blobs: BlobStore
+    content_gc: ContentCollector
     uploads: UploadService
     downloads: DownloadService
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
+import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -61,8 +62,10 @@ from shelfsync.server.storage.uploads import UploadRepository
 
 __all__ = ["ChunkReceipt", "ChunkReceiver", "UploadLimits", "UploadService"]
 
-# A claim older than this belongs to a request that died (crash, lost client).
-_CLAIM_STALE = timedelta(minutes=10)
+# A claim not refreshed for this long belongs to a request that died (a crash,
+# a lost client); a live request refreshes its claim every _CLAIM_REFRESH_S.
+_CLAIM_STALE = timedelta(seconds=30)
+_CLAIM_REFRESH_S = 10.0
 _DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
 
 
@@ -129,8 +132,12 @@ class ChunkReceiver:
             self._file = service.blobs.open_chunk(session.id, index * session.chunk_size)
         self.received = 0
         self._done = False
+        self._refreshed = time.monotonic()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._claim is not None and time.monotonic() - self._refreshed > _CLAIM_REFRESH_S:
+            self._service.refresh_claim(self.session.id, self.index, self._claim)
+            self._refreshed = time.monotonic()
         self.received += len(data)
         if self.received > self.expected:
             raise InvalidInput(f"chunk {self.index} is longer than its {self.expected} bytes")
@@ -429,6 +436,15 @@ class UploadService:
         assert session is not None
         size = chunk_length(size=session.size, chunk_size=session.chunk_size, index=index)
         return ChunkReceipt(index, size, len(session.received), session.chunk_count)
+
+    def refresh_claim(self, session_id: str, index: int, claim: str) -> None:
+        with self._db.write() as tx:
+            UploadRepository(tx).refresh_claim(session_id, index, claim=claim, now=utcnow())
+
+    def drop_claims(self) -> None:
+        """At start-up of the only server process: no request is in flight."""
+        with self._db.write() as tx:
+            UploadRepository(tx).drop_claims()
 
     def release(self, session_id: str, index: int, claim: str) -> None:
         with self._db.write() as tx:

@@ -9,7 +9,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from shelfsync.server.storage.tables import content_blocks, contents, user_contents
+from shelfsync.server.domain.uploads import UploadStatus
+from shelfsync.server.storage.tables import (
+    conflicts,
+    content_blocks,
+    contents,
+    revisions,
+    upload_sessions,
+    user_contents,
+)
 
 __all__ = ["ContentRepository"]
 
@@ -133,3 +141,55 @@ class ContentRepository:
             .where(user_contents.c.user_id == user_id)
         ).scalar_one()
         return int(value)
+
+    # -- garbage collection ----------------------------------------------
+
+    def _referenced(self, content_hash: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+        """Whether anything still needs the content: a retained revision (every
+        current item state is one), a conflict's client version, a live upload."""
+        return sa.or_(
+            sa.exists().where(revisions.c.content_hash == content_hash),
+            sa.exists().where(conflicts.c.client_content_hash == content_hash),
+            sa.exists().where(
+                upload_sessions.c.content_hash == content_hash,
+                upload_sessions.c.status == UploadStatus.PENDING.value,
+            ),
+        )
+
+    def unreferenced(self, *, created_before: datetime, limit: int) -> list[str]:
+        rows = self._conn.execute(
+            sa.select(contents.c.content_hash)
+            .where(
+                contents.c.created_at < created_before,
+                sa.not_(self._referenced(contents.c.content_hash)),
+            )
+            .limit(limit)
+        )
+        return [str(r[0]) for r in rows]
+
+    def lock_if_unreferenced(self, content_hash: str) -> bool:
+        """Lock the content row for removal; False when it is gone, locked by a
+        writer about to reference it, or referenced again."""
+        locked = self._conn.execute(
+            sa.select(contents.c.content_hash)
+            .where(contents.c.content_hash == content_hash)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if locked is None:
+            return False
+        referenced = self._conn.execute(
+            sa.select(self._referenced(sa.literal(content_hash)))
+        ).scalar_one()
+        return not referenced
+
+    def remove(self, content_hash: str) -> None:
+        self._conn.execute(
+            user_contents.delete().where(user_contents.c.content_hash == content_hash)
+        )
+        self._conn.execute(
+            content_blocks.delete().where(content_blocks.c.content_hash == content_hash)
+        )
+        self._conn.execute(contents.delete().where(contents.c.content_hash == content_hash))
+
+    def all_hashes(self) -> set[str]:
+        return {str(r[0]) for r in self._conn.execute(sa.select(contents.c.content_hash))}

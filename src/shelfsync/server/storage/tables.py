@@ -171,7 +171,7 @@ revisions = sa.Table(
     sa.Column("op", sa.String(8), nullable=False),
     sa.Column("from_path", sa.Text),
     sa.Index("ix_revisions_user_path", "user_id", "path_hash", "revision"),
-    sa.Index("ix_revisions_user_content", "user_id", "content_hash"),
+    sa.Index("ix_revisions_content_hash", "content_hash"),
 )
 
 conflicts = sa.Table(
@@ -206,6 +206,7 @@ conflicts = sa.Table(
     sa.Column("resolved_at", UTCDateTime),
     sa.Column("result_path", sa.Text),
     sa.Index("ix_conflicts_user_status", "user_id", "status"),
+    sa.Index("ix_conflicts_client_content", "client_content_hash"),
     sa.Index(
         "uq_conflicts_open_device_path",
         "device_id",

@@ -208,6 +208,20 @@ class UploadRepository:
             )
         )
 
+    def refresh_claim(self, session_id: str, index: int, *, claim: str, now: datetime) -> None:
+        self._conn.execute(
+            upload_chunks.update()
+            .where(
+                upload_chunks.c.session_id == session_id,
+                upload_chunks.c.chunk_index == index,
+                upload_chunks.c.claim == claim,
+            )
+            .values(claimed_at=now)
+        )
+
+    def drop_claims(self) -> None:
+        self._conn.execute(upload_chunks.delete().where(upload_chunks.c.state == WRITING))
+
     def release_claim(self, session_id: str, index: int, *, claim: str) -> None:
         self._conn.execute(
             upload_chunks.delete().where(

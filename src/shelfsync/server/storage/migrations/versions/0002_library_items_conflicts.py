@@ -58,6 +58,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_conflicts_user_status", "conflicts", ["user_id", "status"], unique=False)
     op.create_index(
+        "ix_conflicts_client_content", "conflicts", ["client_content_hash"], unique=False
+    )
+    op.create_index(
         "uq_conflicts_open_device_path",
         "conflicts",
         ["device_id", "path_hash"],
@@ -150,9 +153,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("item_id", "revision", name=op.f("pk_revisions")),
     )
-    op.create_index(
-        "ix_revisions_user_content", "revisions", ["user_id", "content_hash"], unique=False
-    )
+    op.create_index("ix_revisions_content_hash", "revisions", ["content_hash"], unique=False)
     op.create_index(
         "ix_revisions_user_path", "revisions", ["user_id", "path_hash", "revision"], unique=False
     )
@@ -160,7 +161,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_revisions_user_path", table_name="revisions")
-    op.drop_index("ix_revisions_user_content", table_name="revisions")
+    op.drop_index("ix_revisions_content_hash", table_name="revisions")
     op.drop_table("revisions")
     op.drop_table("user_contents")
     op.drop_table("libraries")
@@ -180,5 +181,6 @@ def downgrade() -> None:
         postgresql_where=sa.text("status = 'unresolved'"),
     )
     op.drop_index("ix_conflicts_user_status", table_name="conflicts")
+    op.drop_index("ix_conflicts_client_content", table_name="conflicts")
     op.drop_table("conflicts")
     op.drop_table("contents")
