@@ -19,6 +19,11 @@ import pytest
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.migrate import upgrade
 
+# Servers and CLI commands the tests start inherit this: real argon2id at a cost
+# that keeps hundreds of logins quick on two cores.
+os.environ.setdefault("SHELFSYNC_ARGON2_TIME_COST", "1")
+os.environ.setdefault("SHELFSYNC_ARGON2_MEMORY_KIB", "8192")
+
 PG_ADMIN_URL = os.environ.get("SHELFSYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_PREFIX = "shelfsync_test_"
 

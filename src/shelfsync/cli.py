@@ -117,8 +117,12 @@ def _accounts(data_dir: Path | None, database_url: str | None):  # type: ignore[
     from shelfsync.server.services.accounts import AccountService
     from shelfsync.server.services.passwords import PasswordHasher
 
-    db = open_database(_settings(data_dir, database_url))
-    return db, AccountService(db=db, passwords=PasswordHasher())
+    settings = _settings(data_dir, database_url)
+    db = open_database(settings)
+    hasher = PasswordHasher(
+        time_cost=settings.argon2_time_cost, memory_cost_kib=settings.argon2_memory_kib
+    )
+    return db, AccountService(db=db, passwords=hasher)
 
 
 @user_app.command("add")

@@ -17,9 +17,13 @@ from shelfsync.server.storage.engine import Database
 PASSWORD = "correct horse battery"
 
 
+# Real argon2id, at a cost that keeps hundreds of logins quick.
+FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 8192}
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, **FAST_HASHING)
 
 
 @pytest.fixture
@@ -71,4 +75,4 @@ def bob(make_user: Callable[[str], Account]) -> Account:
     return make_user("bob")
 
 
-__all__ = ["PASSWORD", "Account", "build_services"]
+__all__ = ["FAST_HASHING", "PASSWORD", "Account", "build_services"]

@@ -24,6 +24,7 @@ conflicting change there (a later conflict updates the open one, section 8).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import queue
 import random
@@ -72,9 +73,7 @@ PATHS = tuple(
         "g",
     )
 )
-CONTENTS = tuple(
-    (hashlib.sha256(f"content {n}".encode()).hexdigest(), 1000 + n) for n in range(5)
-)
+CONTENTS = tuple((hashlib.sha256(f"content {n}".encode()).hexdigest(), 1000 + n) for n in range(5))
 # Never registered: reporting it must answer upload_required (or conflict).
 MISSING = (hashlib.sha256(b"never uploaded").hexdigest(), 4242)
 TIMEOUT_S = 90.0
@@ -169,12 +168,12 @@ def _seed(library: Library) -> list[Sent]:
         )
         for path in PATHS
     ]
-    changes += [
-        LocalChange(op=ChangeOp.DELETE, path=path, base_revision=1) for path in PATHS[-2:]
-    ]
+    changes += [LocalChange(op=ChangeOp.DELETE, path=path, base_revision=1) for path in PATHS[-2:]]
     results = library.services.report.report(principal, changes)
     assert [r.status for r in results] == [ReportStatus.APPLIED] * len(changes)
-    return [_sent(-1, n, device, c, r) for n, (c, r) in enumerate(zip(changes, results, strict=True))]
+    return [
+        _sent(-1, n, device, c, r) for n, (c, r) in enumerate(zip(changes, results, strict=True))
+    ]
 
 
 def _plans(library: Library, writers: int) -> list[WriterPlan]:
@@ -401,7 +400,7 @@ def _check_history(tables: Tables) -> None:
 def _check_fresh_listing(tables: Tables, entries: list[Item]) -> None:
     """(b) no cursor: every live item exactly once, in increasing seq order."""
     seqs = [e.seq for e in entries]
-    assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False)), seqs
+    assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
     ids = [e.id for e in entries]
     live = {i for i, row in tables.items.items() if not row["deleted"]}
     assert len(ids) == len(set(ids))
@@ -418,7 +417,7 @@ def _check_fresh_listing(tables: Tables, entries: list[Item]) -> None:
 
 def _check_follower(tables: Tables, log: ReaderLog) -> None:
     """(c) the reader that paged during the writes ends where the library is."""
-    assert all(a < b for a, b in zip(log.seqs, log.seqs[1:], strict=False)), "seq order"
+    assert all(a < b for a, b in itertools.pairwise(log.seqs)), "seq order"
     assert log.latest_behind == [], "a page's latest_seq was behind a change it carried"
     for item_id, row in tables.items.items():
         seen = log.last_seen.get(item_id)
@@ -448,9 +447,10 @@ def _check_results(tables: Tables, sent: list[Sent]) -> None:
     assert len(set(applied_keys)) == len(applied_keys)
     assert set(applied_keys) == set(tables.revisions)
     for s in applied:
-        assert s.item_id is not None and s.revision is not None
+        assert s.item_id is not None
+        assert s.revision is not None
         row = tables.revisions[(s.item_id, s.revision)]
-        assert row["seq"] == s.seq and row["device_id"] == s.device_id and row["path"] == s.path
+        assert (row["seq"], row["device_id"], row["path"]) == (s.seq, s.device_id, s.path)
         assert _same_state(row, s), (s, row)
     for s in sent:
         if s.status is ReportStatus.UNCHANGED and s.item_id is not None:

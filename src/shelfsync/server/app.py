@@ -62,7 +62,9 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
 
 
 def build_services(settings: Settings, db: Database) -> Services:
-    passwords = PasswordHasher()
+    passwords = PasswordHasher(
+        time_cost=settings.argon2_time_cost, memory_cost_kib=settings.argon2_memory_kib
+    )
     secret = load_or_create_secret(settings.secret_path)
     tokens = TokenIssuer(secret=secret, access_ttl_s=settings.access_token_ttl_s)
     notifier = ChangeNotifier()

@@ -23,6 +23,10 @@ class Settings:
     db_pool_size: int = 10
     retention_days: int = 30
     maintenance_interval_s: float = 600.0
+    # argon2id cost; lower only where hashing speed matters more than strength
+    # (the test suite). Hashes made with other costs still verify.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
     max_file_size_bytes: int = 256 * 1024**3
     max_sessions_per_device: int = 64
     quota_bytes: int | None = None
@@ -59,6 +63,8 @@ class Settings:
             ("refresh_token_ttl_s", "SHELFSYNC_REFRESH_TOKEN_TTL_S"),
             ("login_max_failures", "SHELFSYNC_LOGIN_MAX_FAILURES"),
             ("db_pool_size", "SHELFSYNC_DB_POOL_SIZE"),
+            ("argon2_time_cost", "SHELFSYNC_ARGON2_TIME_COST"),
+            ("argon2_memory_kib", "SHELFSYNC_ARGON2_MEMORY_KIB"),
             ("retention_days", "SHELFSYNC_RETENTION_DAYS"),
             ("max_file_size_bytes", "SHELFSYNC_MAX_FILE_SIZE_BYTES"),
             ("max_sessions_per_device", "SHELFSYNC_MAX_SESSIONS_PER_DEVICE"),

@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from shelfsync.protocol.problems import FieldError, Problem
 from shelfsync.server.domain import errors as e
@@ -135,6 +137,31 @@ def _for_domain(exc: e.ShelfsyncError) -> JSONResponse:
     return problem_response(500, "internal", "internal server error")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    RFC 9110 section 15.5.6: a 405 lists the target's supported methods.
+    Starlette's own Allow names only the first route whose path matched, but
+    one path is often served by several routes (GET and POST /devices), so
+    each method is tried against the routes on a scope of its own.
+    """
+    allowed: list[str] = []
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": request.scope.get("headers", []),
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
@@ -153,12 +180,15 @@ def install_error_handlers(app: FastAPI) -> None:
         names = ", ".join(sorted({f.field for f in fields})) or "the request"
         return problem_response(400, "invalid_request", f"invalid: {names}", errors=fields)
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
         code = _FRAMEWORK_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
-        return problem_response(status, code, detail, headers=dict(exc.headers or {}) or None)
+        headers = dict(exc.headers or {})
+        if status == 405 and (allowed := _allowed_methods(request)):
+            headers["Allow"] = ", ".join(allowed)
+        return problem_response(status, code, detail, headers=headers or None)
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

@@ -68,19 +68,31 @@ def split_name(path: str) -> tuple[str, str, str]:
     return parent, name[:dot], name[dot:]
 
 
+def _fit(text: str, max_bytes: int) -> str:
+    """The longest prefix of `text` within `max_bytes` UTF-8 bytes (whole characters)."""
+    return text.encode("utf-8")[: max(max_bytes, 0)].decode("utf-8", "ignore")
+
+
 def conflict_path(path: str, *, device_name: str, when: datetime, attempt: int = 1) -> str:
     """`<stem> (conflict <device name> <YYYY-MM-DD HHMMSS>)<ext>` (protocol section 8).
 
     `attempt` > 1 adds a counter, for when that name is itself taken.
     """
     parent, stem, ext = split_name(path)
-    label = f"conflict {device_name} {when.strftime('%Y-%m-%d %H%M%S')}"
+    stamp = when.strftime("%Y-%m-%d %H%M%S")
     if attempt > 1:
-        label += f" {attempt}"
-    suffix = f" ({label}){ext}"
-    # Keep the new segment within the segment limit by trimming the stem.
-    budget = MAX_SEGMENT_BYTES - len(suffix.encode("utf-8"))
-    stem_bytes = stem.encode("utf-8")
-    if len(stem_bytes) > budget:
-        stem = stem_bytes[: max(budget, 1)].decode("utf-8", "ignore") or "file"
-    return normalize_path(f"{parent}{stem}{suffix}")
+        stamp += f" {attempt}"
+
+    def size(stem: str, device: str, ext: str) -> int:
+        return len(f"{stem} (conflict {device} {stamp}){ext}".encode())
+
+    # Keep the new segment within the segment limit: trim the stem first (to one
+    # character at least), then the extension, then the device name; the stamp
+    # and counter always stay, so attempts give distinct names.
+    stem = _fit(stem, len(stem.encode()) - (size(stem, device_name, ext) - MAX_SEGMENT_BYTES))
+    stem = stem or path.rpartition("/")[2][:1]
+    ext = _fit(ext, len(ext.encode()) - (size(stem, device_name, ext) - MAX_SEGMENT_BYTES))
+    device_name = _fit(
+        device_name, len(device_name.encode()) - (size(stem, device_name, ext) - MAX_SEGMENT_BYTES)
+    ).rstrip()
+    return normalize_path(f"{parent}{stem} (conflict {device_name} {stamp}){ext}")

@@ -137,7 +137,11 @@ def _apply(
     elif resolution is Resolution.KEEP_BOTH and not client.deleted:
         if not client_content_available(writer, client) or client.content_hash is None:
             raise ContentMissing("the client's version was never uploaded: upload it first")
-        result_path = _free_conflict_path(writer, conflict.path, device_name, writer.now)
+        # Saved where the conflict said it would be (protocol section 8), unless
+        # that name was taken since; then a fresh one, stamped now.
+        result_path = conflict.suggested_path
+        if writer.items.live_at_path(writer.user_id, result_path) is not None:
+            result_path = _free_conflict_path(writer, conflict.path, device_name, writer.now)
         writer.upsert(
             existing=writer.items.at_path(writer.user_id, result_path),
             path=result_path,

@@ -1,0 +1,364 @@
+"""Typed calls to the shelfsync API over httpx (protocol sections 2-10).
+
+The only module that knows httpx. Transport failures become ServerUnreachable,
+error answers become ApiError subclasses (by `code`), both chained. Requests are
+retried on transport errors and on 429/503 (honouring `Retry-After`): every
+call here is safe to repeat (reports answer `unchanged` to a retry, upload
+creation returns the pending session, chunk PUTs accept the same bytes again).
+One `ApiClient` is shared by the transfer threads: httpx.Client is thread-safe,
+and the access token is renewed under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shelfsync.client.errors import (
+    ApiError,
+    ChunkConflict,
+    ClientError,
+    CursorExpired,
+    HashMismatch,
+    MissingChunks,
+    NotFound,
+    ServerUnreachable,
+    Unauthorized,
+    UploadGone,
+)
+from shelfsync.protocol.auth import (
+    DeviceAuthRequest,
+    DeviceTokenResponse,
+    LoginRequest,
+    TokenResponse,
+)
+from shelfsync.protocol.devices import Device, DeviceCreate, DeviceRegistered
+from shelfsync.protocol.problems import Problem
+from shelfsync.protocol.sync import (
+    AckRequest,
+    AckResponse,
+    ChangesResponse,
+    Conflict,
+    ConflictList,
+    LocalChange,
+    ReportRequest,
+    ReportResponse,
+    ReportResult,
+    ResolveRequest,
+    ResolveResponse,
+)
+from shelfsync.protocol.uploads import ChunkReceipt, UploadComplete, UploadCreate, UploadSession
+
+__all__ = ["ApiClient", "DownloadStream", "RetryPolicy", "encode_library_path", "problem_error"]
+
+M = TypeVar("M", bound=BaseModel)
+SYNC = "/api/v1/sync"
+# Renew the access token this long before it expires, so no request races it.
+_RENEW_MARGIN_S = 60.0
+# Answers worth retrying as they are: throttled or overloaded (protocol section 1).
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_BY_CODE: dict[str, type[ApiError]] = {
+    "cursor_expired": CursorExpired,
+    "upload_expired": UploadGone,
+    "upload_not_pending": UploadGone,
+    "chunk_conflict": ChunkConflict,
+    "missing_chunks": MissingChunks,
+    "hash_mismatch": HashMismatch,
+}
+
+
+class RetryPolicy:
+    """How often and how long to retry; `attempts` counts the first try."""
+
+    def __init__(self, *, attempts: int = 6, first_delay_s: float = 0.5, max_delay_s: float = 15.0):
+        self.attempts = attempts
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+
+    def delay_s(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):
+                return min(max(float(retry_after), 0.0), self.max_delay_s)
+        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
+
+
+def encode_library_path(path: str) -> str:
+    """Each segment percent-encoded (protocol section 10), slashes kept."""
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
+
+
+def problem_error(response: httpx.Response) -> ApiError:
+    """The ApiError for an error answer (problem+json, or a bare status)."""
+    try:
+        problem = Problem.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text[:200].strip() or response.reason_phrase
+        problem = Problem(
+            title=response.reason_phrase or "error",
+            status=response.status_code,
+            detail=text,
+            code=f"http_{response.status_code}",
+        )
+    if problem.status == 401:
+        return Unauthorized(problem)
+    if problem.code in _BY_CODE:
+        return _BY_CODE[problem.code](problem)
+    if problem.status == 404:
+        return NotFound(problem)
+    return ApiError(problem)
+
+
+class DownloadStream:
+    """An open download answer: status, headers and the body in pieces."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = response.headers
+
+    def iter_bytes(self, piece_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_bytes(piece_bytes)
+        except httpx.HTTPError as exc:
+            raise ServerUnreachable(f"download interrupted: {exc}") from exc
+
+
+class ApiClient:
+    """The API as typed methods. Use as a context manager (it owns a connection pool)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        device_token: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._device_token = device_token
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._access_token: str | None = None
+        self._access_expires_at = 0.0
+        self.device_id: str | None = None
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            transport=transport,
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            headers={"User-Agent": "shelfsync-client"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send with retries; error answers are raised as ApiError."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if attempt + 1 >= self._retry.attempts:
+                    raise ServerUnreachable(
+                        f"cannot reach {self.base_url}: {exc or type(exc).__name__}"
+                    ) from exc
+                self._sleep(self._retry.delay_s(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in _RETRY_STATUSES and attempt + 1 < self._retry.attempts:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                self._sleep(self._retry.delay_s(attempt, retry_after))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                if stream:
+                    response.read()
+                    response.close()
+                raise problem_error(response)
+            return response
+
+    def _token(self, *, renew: bool = False) -> str:
+        with self._lock:
+            if self._device_token is None:
+                raise ClientError("this call needs a device token")
+            if renew or time.monotonic() >= self._access_expires_at - _RENEW_MARGIN_S:
+                body = DeviceAuthRequest(device_token=self._device_token)
+                request = self._http.build_request(
+                    "POST", "/api/v1/auth/device", json=body.model_dump(mode="json")
+                )
+                grant = _parse(DeviceTokenResponse, self._send(request))
+                self._access_token = grant.access_token
+                self._access_expires_at = time.monotonic() + grant.expires_in
+                self.device_id = grant.device_id
+            assert self._access_token is not None
+            return self._access_token
+
+    def _authed(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: object | None = None,
+        params: dict[str, str | int | float] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        renewed = False
+        while True:
+            token = self._token(renew=renewed)
+            request = self._http.build_request(
+                method,
+                url,
+                json=json,
+                params=params,
+                content=content,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+            try:
+                return self._send(request, stream=stream)
+            except Unauthorized:
+                # An access token can die early (server restart with a new key,
+                # rotation): mint one more from the device token, once.
+                if renewed:
+                    raise
+                renewed = True
+
+    def _model(self, model: type[M], method: str, url: str, **kwargs: object) -> M:
+        return _parse(model, self._authed(method, url, **kwargs))  # type: ignore[arg-type]
+
+    # -- accounts and devices ---------------------------------------------
+
+    def login(self, *, username: str, password: str) -> TokenResponse:
+        body = LoginRequest(username=username, password=password)
+        request = self._http.build_request(
+            "POST", "/api/v1/auth/login", json=body.model_dump(mode="json")
+        )
+        return _parse(TokenResponse, self._send(request))
+
+    def register_device(self, *, access_token: str, device: DeviceCreate) -> DeviceRegistered:
+        request = self._http.build_request(
+            "POST",
+            f"{SYNC}/devices",
+            json=device.model_dump(mode="json", exclude_none=True),
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
+        return _parse(DeviceRegistered, self._send(request))
+
+    def get_device(self, device_id: str) -> Device:
+        return self._model(Device, "GET", f"{SYNC}/devices/{quote(device_id, safe='')}")
+
+    def delete_device(self, device_id: str) -> None:
+        self._authed("DELETE", f"{SYNC}/devices/{quote(device_id, safe='')}").close()
+
+    # -- feed, report, conflicts ------------------------------------------
+
+    def changes(self, *, cursor: str | None, limit: int = 1000, wait_s: float = 0) -> ChangesResponse:
+        params: dict[str, str | int | float] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if wait_s:
+            params["wait"] = wait_s
+        # The server holds a long poll up to `wait`: give it that plus slack.
+        return self._model(
+            ChangesResponse, "GET", f"{SYNC}/changes", params=params, timeout_s=wait_s + 30.0
+        )
+
+    def ack(self, cursor: str) -> AckResponse:
+        body = AckRequest(cursor=cursor).model_dump(mode="json")
+        return self._model(AckResponse, "POST", f"{SYNC}/ack", json=body)
+
+    def report(self, changes: list[LocalChange]) -> list[ReportResult]:
+        body = ReportRequest(changes=changes).model_dump(mode="json")
+        return self._model(ReportResponse, "POST", f"{SYNC}/report", json=body).results
+
+    def conflicts(self) -> list[Conflict]:
+        return self._model(ConflictList, "GET", f"{SYNC}/conflicts").conflicts
+
+    def resolve(self, conflict_id: str, *, resolution: str) -> ResolveResponse:
+        body = ResolveRequest.model_validate({"resolution": resolution}).model_dump(
+            mode="json", exclude_none=True
+        )
+        url = f"{SYNC}/conflicts/{quote(conflict_id, safe='')}/resolve"
+        return self._model(ResolveResponse, "POST", url, json=body)
+
+    # -- uploads ------------------------------------------------------------
+
+    def create_upload(self, body: UploadCreate) -> UploadSession:
+        data = body.model_dump(mode="json", exclude_none=True)
+        data["base_revision"] = body.base_revision  # null is meaningful here
+        return self._model(UploadSession, "POST", f"{SYNC}/upload", json=data)
+
+    def get_upload(self, session_id: str) -> UploadSession:
+        return self._model(UploadSession, "GET", f"{SYNC}/upload/{quote(session_id, safe='')}")
+
+    def put_chunk(
+        self, session_id: str, *, index: int, data: bytes, content_digest: str
+    ) -> ChunkReceipt:
+        url = f"{SYNC}/upload/{quote(session_id, safe='')}/chunks/{index}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Digest": content_digest}
+        return self._model(ChunkReceipt, "PUT", url, content=data, headers=headers)
+
+    def complete_upload(self, session_id: str) -> UploadComplete:
+        url = f"{SYNC}/upload/{quote(session_id, safe='')}/complete"
+        return self._model(UploadComplete, "POST", url)
+
+    def cancel_upload(self, session_id: str) -> None:
+        self._authed("DELETE", f"{SYNC}/upload/{quote(session_id, safe='')}").close()
+
+    # -- downloads ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def download(
+        self, path: str, *, offset: int = 0, if_range: str | None = None
+    ) -> Iterator[DownloadStream]:
+        """GET the current content of `path`, from `offset` (Range) when > 0.
+
+        With `if_range` (an ETag) the server answers 206 only while the content
+        is still that one, else 200 with the whole body (RFC 9110 section 13.1.5).
+        """
+        headers: dict[str, str] = {}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            if if_range is not None:
+                headers["If-Range"] = if_range
+        response = self._authed(
+            "GET", f"{SYNC}/download/{encode_library_path(path)}", headers=headers, stream=True
+        )
+        try:
+            yield DownloadStream(response)
+        finally:
+            response.close()
+
+
+def _parse(model: type[M], response: httpx.Response) -> M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ClientError(
+            f"unexpected answer from the server ({response.status_code}): {exc.error_count()} "
+            "field error(s); is this a shelfsync server of the same version?"
+        ) from exc

@@ -1,0 +1,354 @@
+"""The folder's local state, `FOLDER/.shelfsync/state.db` (SQLite, stdlib sqlite3).
+
+Three trees, as the reconcile step sees them (plan.py):
+- `synced`: per library path, the item id, revision and content hash last
+  synced, and the file's on-disk name, size, mtime and inode at that moment;
+- `local_files`: the last scan's stat and content hash per path, so the next
+  scan hashes only what changed (size, mtime or inode differ);
+- `remote`: the server's live items as the change feed told them, with the feed
+  cursor in `meta` (stored in the same transaction, so they never disagree).
+Plus the unfinished upload sessions, partial downloads, and conflicts reported.
+WAL and `synchronous=FULL`: a record says "synced" only once it is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from shelfsync.client.errors import ConfigError
+
+__all__ = [
+    "STATE_DIR",
+    "ConflictRecord",
+    "LocalRecord",
+    "PartialDownload",
+    "PendingUpload",
+    "RemoteRecord",
+    "State",
+    "SyncedRecord",
+]
+
+STATE_DIR = ".shelfsync"
+_SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS synced (
+    path TEXT PRIMARY KEY, local TEXT NOT NULL, item_id TEXT NOT NULL,
+    revision INTEGER NOT NULL, content_hash TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS local_files (
+    path TEXT PRIMARY KEY, local TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, content_hash TEXT NOT NULL,
+    checked_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS remote (
+    item_id TEXT PRIMARY KEY, path TEXT NOT NULL UNIQUE, revision INTEGER NOT NULL,
+    content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime TEXT);
+CREATE TABLE IF NOT EXISTS conflicts (
+    path TEXT PRIMARY KEY, conflict_id TEXT NOT NULL, local_hash TEXT,
+    resolved INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    path TEXT NOT NULL, content_hash TEXT NOT NULL, session_id TEXT NOT NULL,
+    size INTEGER NOT NULL, PRIMARY KEY (path, content_hash));
+CREATE TABLE IF NOT EXISTS downloads (
+    temp TEXT PRIMARY KEY, path TEXT NOT NULL, content_hash TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedRecord:
+    path: str
+    local: str  # the on-disk relative name (may differ: NFD names, case suffixes)
+    item_id: str
+    revision: int
+    content_hash: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecord:
+    path: str
+    local: str
+    size: int
+    mtime_ns: int
+    inode: int
+    content_hash: str
+    checked_ns: int  # when the hash was computed (racy-mtime check, as git does)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRecord:
+    item_id: str
+    path: str
+    revision: int
+    content_hash: str
+    size: int
+    mtime: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictRecord:
+    path: str
+    conflict_id: str
+    local_hash: str | None  # the local version reported; None: a local delete
+    resolved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUpload:
+    path: str
+    content_hash: str
+    session_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDownload:
+    temp: str
+    path: str
+    content_hash: str
+
+
+class State:
+    """One connection, shared by the transfer threads under a lock."""
+
+    def __init__(self, folder: Path) -> None:
+        self.directory = folder / STATE_DIR
+        self.directory.mkdir(exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                self.directory / "state.db", check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the local state in {self.directory}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        version = self.get_meta("schema")
+        if version is None:
+            self.set_meta("schema", _SCHEMA_VERSION)
+        elif version != _SCHEMA_VERSION:
+            raise ConfigError(f"{self.directory} was written by another client version")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._db.in_transaction:
+                yield  # nested: the outer transaction commits
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _all(self, sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _run(self, sql: str, params: Iterable[object] = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, tuple(params))
+
+    # -- meta ---------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._run("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def cursor(self) -> str | None:
+        return self.get_meta("cursor")
+
+    # -- synced -------------------------------------------------------------
+
+    def synced(self) -> dict[str, SyncedRecord]:
+        rows = self._all("SELECT * FROM synced")
+        return {str(r[0]): SyncedRecord(*r) for r in rows}  # type: ignore[arg-type]
+
+    def put_synced(self, record: SyncedRecord) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.path,
+                record.local,
+                record.item_id,
+                record.revision,
+                record.content_hash,
+                record.size,
+                record.mtime_ns,
+                record.inode,
+            ),
+        )
+
+    def forget_synced(self, path: str) -> None:
+        self._run("DELETE FROM synced WHERE path = ?", (path,))
+
+    # -- local files (the scan cache) --------------------------------------
+
+    def local_files(self) -> dict[str, LocalRecord]:
+        rows = self._all("SELECT * FROM local_files")
+        return {str(r[0]): LocalRecord(*r) for r in rows}  # type: ignore[arg-type]
+
+    def replace_local_files(self, records: Iterable[LocalRecord]) -> None:
+        with self.transaction():
+            self._run("DELETE FROM local_files")
+            with self._lock:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.path, r.local, r.size, r.mtime_ns, r.inode, r.content_hash, r.checked_ns)
+                        for r in records
+                    ],
+                )
+
+    def put_local_file(self, record: LocalRecord) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.path,
+                record.local,
+                record.size,
+                record.mtime_ns,
+                record.inode,
+                record.content_hash,
+                record.checked_ns,
+            ),
+        )
+
+    def forget_local_file(self, path: str) -> None:
+        self._run("DELETE FROM local_files WHERE path = ?", (path,))
+
+    # -- remote tree and cursor --------------------------------------------
+
+    def remote(self) -> dict[str, RemoteRecord]:
+        """Live remote items by path."""
+        rows = self._all("SELECT * FROM remote")
+        return {str(r[1]): RemoteRecord(*r) for r in rows}  # type: ignore[arg-type]
+
+    def apply_remote(
+        self,
+        *,
+        upserts: Iterable[RemoteRecord],
+        deleted_ids: Iterable[str],
+        cursor: str | None,
+        reset: bool = False,
+    ) -> None:
+        """Feed entries in order; the cursor moves in the same transaction."""
+        with self.transaction():
+            if reset:
+                self._run("DELETE FROM remote")
+            for item_id in deleted_ids:
+                self._run("DELETE FROM remote WHERE item_id = ?", (item_id,))
+            for record in upserts:
+                self.put_remote(record)
+            if cursor is not None:
+                self.set_meta("cursor", cursor)
+
+    def put_remote(self, record: RemoteRecord) -> None:
+        with self.transaction():
+            # The coalesced feed may name an item's new path before the entry
+            # that moves the old holder away; that later entry restores it.
+            self._run(
+                "DELETE FROM remote WHERE path = ? AND item_id != ?", (record.path, record.item_id)
+            )
+            self._run(
+                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.item_id,
+                    record.path,
+                    record.revision,
+                    record.content_hash,
+                    record.size,
+                    record.mtime,
+                ),
+            )
+
+    def remote_revision(self, item_id: str) -> int | None:
+        rows = self._all("SELECT revision FROM remote WHERE item_id = ?", (item_id,))
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def forget_remote(self, item_id: str) -> None:
+        self._run("DELETE FROM remote WHERE item_id = ?", (item_id,))
+
+    # -- conflicts ----------------------------------------------------------
+
+    def conflicts(self) -> dict[str, ConflictRecord]:
+        rows = self._all("SELECT path, conflict_id, local_hash, resolved FROM conflicts")
+        return {
+            str(r[0]): ConflictRecord(str(r[0]), str(r[1]), r[2], bool(r[3]))  # type: ignore[arg-type]
+            for r in rows
+        }
+
+    def put_conflict(self, record: ConflictRecord) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO conflicts VALUES (?, ?, ?, ?)",
+            (record.path, record.conflict_id, record.local_hash, int(record.resolved)),
+        )
+
+    def forget_conflict(self, path: str) -> None:
+        self._run("DELETE FROM conflicts WHERE path = ?", (path,))
+
+    # -- unfinished transfers ----------------------------------------------
+
+    def pending_upload(self, *, path: str, content_hash: str) -> PendingUpload | None:
+        rows = self._all(
+            "SELECT path, content_hash, session_id, size FROM uploads "
+            "WHERE path = ? AND content_hash = ?",
+            (path, content_hash),
+        )
+        return PendingUpload(*rows[0]) if rows else None  # type: ignore[arg-type]
+
+    def pending_uploads(self) -> list[PendingUpload]:
+        rows = self._all("SELECT path, content_hash, session_id, size FROM uploads")
+        return [PendingUpload(*r) for r in rows]  # type: ignore[arg-type]
+
+    def put_upload(self, record: PendingUpload) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?)",
+            (record.path, record.content_hash, record.session_id, record.size),
+        )
+
+    def forget_upload(self, *, path: str, content_hash: str) -> None:
+        self._run("DELETE FROM uploads WHERE path = ? AND content_hash = ?", (path, content_hash))
+
+    def partial_downloads(self) -> list[PartialDownload]:
+        rows = self._all("SELECT temp, path, content_hash FROM downloads")
+        return [PartialDownload(*r) for r in rows]  # type: ignore[arg-type]
+
+    def put_download(self, record: PartialDownload) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO downloads VALUES (?, ?, ?)",
+            (record.temp, record.path, record.content_hash),
+        )
+
+    def forget_download(self, temp: str) -> None:
+        self._run("DELETE FROM downloads WHERE temp = ?", (temp,))
