@@ -1,4 +1,4 @@
-"""The `shelfsync` command: serve, user, db (and, later, the sync client)."""
+"""The `shelfsync` command: serve, user, db, and the sync client's commands."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shelfsync.client.commands import register as register_client_commands
 from shelfsync.server.domain.errors import ShelfsyncError
 from shelfsync.server.settings import Settings
 
@@ -26,6 +27,7 @@ user_app = typer.Typer(help="Manage user accounts (operator commands).", no_args
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
+register_client_commands(app)
 
 console = Console(stderr=True)
 

@@ -135,24 +135,18 @@ def test_set_seq_rolled_back_with_its_transaction(db: Database) -> None:
         assert LibraryCounters(tx).read(user.id) == (0, 0)
 
 
-@pytest.mark.parametrize(
-    ("raises", "expected"),
-    [
-        pytest.param([5], 5, id="raise"),
-        pytest.param([5, 3], 5, id="lower-value-is-ignored"),
-        pytest.param([5, 5], 5, id="same-value-again"),
-        pytest.param([5, 3, 8], 8, id="higher-value-wins"),
-    ],
-)
-def test_raise_purged_is_monotonic(db: Database, raises: list[int], expected: int) -> None:
+def test_raise_purged_is_monotonic(db: Database) -> None:
     user = _add_user(db)
     with db.write() as tx:
         LibraryCounters(tx).set_seq(user.id, 10)
-    for value in raises:
+    seen = []
+    for value in (5, 3, 5, 8):
         with db.write() as tx:
             LibraryCounters(tx).raise_purged(user.id, value)
-    with db.read() as tx:
-        assert LibraryCounters(tx).read(user.id) == (10, expected)
+        with db.read() as tx:
+            seen.append(LibraryCounters(tx).read(user.id))
+    # A lower value and the same value again leave it; a higher one raises it.
+    assert seen == [(10, 5), (10, 5), (10, 5), (10, 8)]
 
 
 # -- items -------------------------------------------------------------------
@@ -246,24 +240,24 @@ def test_feed_page_is_in_seq_order_one_entry_per_item(db: Database) -> None:
     assert [(i.path, i.seq) for i in page] == [("c.txt", 3), ("b.txt", 4), ("a.txt", 5)]
 
 
-@pytest.mark.parametrize(
-    ("after_seq", "limit", "expected"),
-    [
-        pytest.param(0, 2, ["c.txt", "b.txt"], id="limit"),
-        pytest.param(3, 10, ["b.txt", "a.txt"], id="after-is-exclusive"),
-        pytest.param(5, 10, [], id="after-the-end"),
-    ],
-)
-def test_feed_page_is_keyset_paged(
-    db: Database, after_seq: int, limit: int, expected: list[str]
-) -> None:
+def test_feed_page_is_keyset_paged(db: Database) -> None:
     user = _add_user(db)
     _library(db, user)
     with db.read() as tx:
-        page = ItemRepository(tx).feed_page(
-            user.id, after_seq=after_seq, snapshot_seq=0, limit=limit
-        )
-    assert _paths(page) == expected
+        repo = ItemRepository(tx)
+        pages = {
+            name: _paths(repo.feed_page(user.id, after_seq=after, snapshot_seq=0, limit=limit))
+            for name, after, limit in (
+                ("limit", 0, 2),
+                ("after-is-exclusive", 3, 10),
+                ("after-the-end", 5, 10),
+            )
+        }
+    assert pages == {
+        "limit": ["c.txt", "b.txt"],
+        "after-is-exclusive": ["b.txt", "a.txt"],
+        "after-the-end": [],
+    }
 
 
 def test_feed_page_skips_tombstones_within_the_snapshot(db: Database) -> None:
@@ -289,24 +283,28 @@ def test_feed_page_is_per_library(db: Database) -> None:
         assert ItemRepository(tx).feed_page(bob.id, after_seq=0, snapshot_seq=0, limit=10) == []
 
 
-@pytest.mark.parametrize(
-    ("after_seq", "live_only", "expected"),
-    [
-        pytest.param(0, False, 3, id="everything"),
-        pytest.param(0, True, 2, id="live-only"),
-        pytest.param(3, False, 2, id="after-a-position"),
-        pytest.param(4, True, 1, id="live-after-a-position"),
-        pytest.param(5, False, 0, id="caught-up"),
-    ],
-)
-def test_count_after_counts_feed_entries(
-    db: Database, after_seq: int, live_only: bool, expected: int
-) -> None:
+def test_count_after_counts_feed_entries(db: Database) -> None:
     user = _add_user(db)
     _library(db, user)
     with db.read() as tx:
-        count = ItemRepository(tx).count_after(user.id, after_seq=after_seq, live_only=live_only)
-    assert count == expected
+        repo = ItemRepository(tx)
+        counts = {
+            name: repo.count_after(user.id, after_seq=after, live_only=live_only)
+            for name, after, live_only in (
+                ("everything", 0, False),
+                ("live-only", 0, True),
+                ("after-a-position", 3, False),
+                ("live-after-a-position", 4, True),
+                ("caught-up", 5, False),
+            )
+        }
+    assert counts == {
+        "everything": 3,
+        "live-only": 2,
+        "after-a-position": 2,
+        "live-after-a-position": 1,
+        "caught-up": 0,
+    }
 
 
 # -- history -----------------------------------------------------------------
@@ -397,30 +395,40 @@ def _tombstones(db: Database, user: User) -> list[Item]:
     return made
 
 
-@pytest.mark.parametrize(
-    ("before_day", "max_seq", "limit", "expected"),
-    [
-        pytest.param(10, None, 10, [2, 4, 6], id="all-old-enough"),
-        pytest.param(3, None, 10, [2, 4], id="only-older-than-cutoff"),
-        pytest.param(10, 4, 10, [2, 4], id="held-back-above-max-seq"),
-        pytest.param(10, 3, 10, [2], id="max-seq-between-tombstones"),
-        pytest.param(10, None, 2, [2, 4], id="limit-oldest-first"),
-        pytest.param(0, None, 10, [], id="nothing-old-enough"),
-    ],
-)
-def test_purgeable_tombstones(
-    db: Database, before_day: int, max_seq: int | None, limit: int, expected: list[int]
-) -> None:
+def test_purgeable_tombstones_honour_age_max_seq_and_limit(db: Database) -> None:
     user = _add_user(db)
     made = {t.seq: t.id for t in _tombstones(db, user)}
+    cases = {
+        # name: (deleted before day, max_seq, limit)
+        "all-old-enough": (10, None, 10),
+        "only-older-than-cutoff": (3, None, 10),
+        "held-back-above-max-seq": (10, 4, 10),
+        "max-seq-between-tombstones": (10, 3, 10),
+        "limit-takes-oldest-first": (10, None, 2),
+        "nothing-old-enough": (0, None, 10),
+    }
     with db.read() as tx:
-        found = ItemRepository(tx).purgeable_tombstones(
-            user.id,
-            deleted_before=T0 + timedelta(days=before_day),
-            max_seq=max_seq,
-            limit=limit,
-        )
-    assert found == [(made[seq], seq) for seq in expected]
+        repo = ItemRepository(tx)
+        found = {
+            name: repo.purgeable_tombstones(
+                user.id,
+                deleted_before=T0 + timedelta(days=day),
+                max_seq=max_seq,
+                limit=limit,
+            )
+            for name, (day, max_seq, limit) in cases.items()
+        }
+    expected_seqs = {
+        "all-old-enough": [2, 4, 6],
+        "only-older-than-cutoff": [2, 4],
+        "held-back-above-max-seq": [2, 4],
+        "max-seq-between-tombstones": [2],
+        "limit-takes-oldest-first": [2, 4],
+        "nothing-old-enough": [],
+    }
+    assert found == {
+        name: [(made[seq], seq) for seq in seqs] for name, seqs in expected_seqs.items()
+    }
 
 
 def test_deleted_items_leave_feed_and_history(db: Database) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import shutil
 import subprocess
@@ -81,7 +82,7 @@ def test_streaming_in_random_pieces_and_single_bytes_at_block_edges(size: int) -
         cuts.update(range(max(edge - 3, 0), min(edge + 4, size + 1)))
     bounds = sorted(cuts)
     hasher = ContentHasher()
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         hasher.update(data[start:end])
     assert hasher.hexdigest() == hash_bytes(data)
 

@@ -15,6 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -74,19 +75,20 @@ _BY_CODE: dict[str, type[ApiError]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long to retry; `attempts` counts the first try."""
 
-    def __init__(self, *, attempts: int = 6, first_delay_s: float = 0.5, max_delay_s: float = 15.0):
-        self.attempts = attempts
-        self.first_delay_s = first_delay_s
-        self.max_delay_s = max_delay_s
+    attempts: int = 6
+    first_delay_s: float = 0.5
+    max_delay_s: float = 15.0
 
     def delay_s(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:
             with contextlib.suppress(ValueError):
-                return min(max(float(retry_after), 0.0), self.max_delay_s)
-        return min(self.first_delay_s * 2**attempt, self.max_delay_s)
+                asked_s = float(retry_after)
+                return min(max(asked_s, 0.0), self.max_delay_s)
+        return min(self.first_delay_s * (1 << attempt), self.max_delay_s)
 
 
 def encode_library_path(path: str) -> str:
@@ -276,7 +278,9 @@ class ApiClient:
 
     # -- feed, report, conflicts ------------------------------------------
 
-    def changes(self, *, cursor: str | None, limit: int = 1000, wait_s: float = 0) -> ChangesResponse:
+    def changes(
+        self, *, cursor: str | None, limit: int = 1000, wait_s: float = 0
+    ) -> ChangesResponse:
         params: dict[str, str | int | float] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor

@@ -103,4 +103,3 @@ def resolve_inside(root: Path, local_rel: str) -> Path:
     if resolved_parent != root and root not in resolved_parent.parents:
         raise UnsafePath(f"{local_rel!r}: resolves outside the folder")
     return target
-

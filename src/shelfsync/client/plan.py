@@ -26,7 +26,7 @@ empty (tests/client/test_plan.py checks both with hypothesis).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -202,8 +202,15 @@ def plan(given: PlanInput) -> list[Action]:
             or path in touched
             or path in given.skip
             or path in given.conflicts
-            or path not in given.local
+            or remote.path in touched
+            or remote.path in given.skip
         ):
+            continue
+        if path not in given.local:
+            if remote.content_hash == base.content_hash and remote.path not in given.local:
+                # Deleted here, only moved there: the delete follows the move.
+                actions += [ReportDelete(remote.path, remote.revision), ForgetSynced(path)]
+                touched.update((path, remote.path))
             continue
         if free_here(remote.path):
             actions.append(MoveLocal(path, remote.path, path, given.local[path]))
@@ -229,7 +236,7 @@ def _local_move(
     from_path: str,
     to_path: str,
     touched: set[str],
-    free_here: object,
+    free_here: Callable[[str], bool],
 ) -> Action | None:
     base = given.synced.get(from_path)
     involved = {from_path, to_path}
@@ -253,7 +260,6 @@ def _local_move(
         touched.update(involved)
         return RelocateSynced(from_path, to_path)
     # Moved differently on both sides: the remote move wins, the file follows it.
-    assert callable(free_here)
     if free_here(remote.path):
         touched.update((*involved, remote.path))
         return MoveLocal(to_path, remote.path, from_path, given.local[to_path])

@@ -8,9 +8,12 @@ on-disk names; two names that normalize alike are one file (the other is left
 alone, with a warning).
 
 Moves are found against the synced tree: a synced path that vanished and a new
-path holding the same inode is a move (even if edited since); failing that, the
-same content hash (a copy-and-delete, another file system). Both are reported
-as moves, which keep the item's id (protocol section 7).
+path holding the same inode and content is a move; failing that, the same
+content hash (a copy-and-delete, another file system). Both are reported as
+moves, which keep the item's id (protocol section 7). The inode alone is not
+enough: file systems reuse a deleted file's inode for the next new file, and
+calling that a move would tie two unrelated files to one history. (A file
+moved *and* edited between two syncs therefore travels as delete + create.)
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ from shelfsync.client.paths import library_path
 from shelfsync.client.state import LocalRecord, SyncedRecord
 from shelfsync.content_hash import EMPTY_HASH, hash_stream
 
-__all__ = ["RACY_WINDOW_NS", "LocalFile", "LocalMove", "ScanResult", "Scanner", "hash_local_file"]
+__all__ = [
+    "RACY_WINDOW_NS",
+    "LocalFile",
+    "LocalMove",
+    "ScanResult",
+    "Scanner",
+    "find_moves",
+    "hash_local_file",
+    "is_blocked",
+]
 
 # A file modified this close to its hashing may change again within the same
 # mtime tick (2 s on FAT): such a hash is used once, then checked again.
@@ -204,7 +216,13 @@ class Scanner:
         )
         result.records.append(
             LocalRecord(
-                item.path, item.local, item.size, item.mtime_ns, item.inode, content_hash, checked_ns
+                item.path,
+                item.local,
+                item.size,
+                item.mtime_ns,
+                item.inode,
+                content_hash,
+                checked_ns,
             )
         )
 
@@ -234,9 +252,7 @@ def find_moves(
     blocked: set[str] | frozenset[str] = frozenset(),
 ) -> list[LocalMove]:
     """Pair synced paths that vanished with new paths: by inode, then by content."""
-    vanished = [
-        p for p in sorted(synced) if p not in files and not _is_blocked(p, blocked)
-    ]
+    vanished = [p for p in sorted(synced) if p not in files and not is_blocked(p, blocked)]
     appeared = [p for p in sorted(files) if p not in synced]
     if not vanished or not appeared:
         return []
@@ -246,7 +262,11 @@ def find_moves(
     rest: list[str] = []
     for to_path in appeared:
         from_path = by_inode.get(files[to_path].inode)
-        if from_path is not None and from_path not in taken_from:
+        if (
+            from_path is not None
+            and from_path not in taken_from
+            and synced[from_path].content_hash == files[to_path].content_hash
+        ):
             taken_from.add(from_path)
             moves.append(LocalMove(from_path, to_path))
         else:
@@ -262,7 +282,7 @@ def find_moves(
     return moves
 
 
-def _is_blocked(path: str, blocked: set[str] | frozenset[str]) -> bool:
+def is_blocked(path: str, blocked: set[str] | frozenset[str]) -> bool:
     if path in blocked or "/" in blocked:  # "/": the folder itself could not be listed
         return True
     return any(prefix.endswith("/") and path.startswith(prefix) for prefix in blocked)

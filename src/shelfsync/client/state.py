@@ -188,6 +188,26 @@ class State:
     def cursor(self) -> str | None:
         return self.get_meta("cursor")
 
+    def bind(self, *, server_url: str, device_id: str) -> bool:
+        """Tie the folder to this device; True when it was another's (or none).
+
+        A folder synced as another device (or against another server) keeps its
+        files but forgets what it knew: ids and cursors are only meaningful to
+        the library they came from. The next pass reconciles by content, which
+        never loses a local file (a difference becomes a conflict copy).
+        """
+        bound = (self.get_meta("server_url"), self.get_meta("device_id"))
+        if bound == (server_url, device_id):
+            return False
+        with self.transaction():
+            if bound != (None, None):
+                for table in ("synced", "remote", "conflicts", "uploads"):
+                    self._run(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
+                self.set_meta("cursor", None)
+            self.set_meta("server_url", server_url)
+            self.set_meta("device_id", device_id)
+        return True
+
     # -- synced -------------------------------------------------------------
 
     def synced(self) -> dict[str, SyncedRecord]:

@@ -151,12 +151,15 @@ class DeviceRepository:
         return int(value)
 
     def holders(self, user_id: str, *, seen_since: datetime) -> list[int]:
-        """Acked positions of the user's devices seen since the cutoff."""
+        """Acked positions of the user's devices seen since the cutoff.
+
+        A device that never acked counts as position 0: it has acked past no
+        tombstone, so it holds them all back (protocol section 6).
+        """
         rows = self._conn.execute(
-            sa.select(devices.c.acked_seq).where(
+            sa.select(sa.func.coalesce(devices.c.acked_seq, 0)).where(
                 devices.c.user_id == user_id,
                 devices.c.deleted_at.is_(None),
-                devices.c.acked_seq.is_not(None),
                 devices.c.last_seen_at >= seen_since,
             )
         )

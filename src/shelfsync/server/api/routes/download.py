@@ -1,27 +1,16 @@
 """GET and HEAD /api/v1/sync/download/{path} (protocol section 10).
 
-A whole file goes to the server as a file (Starlette's FileResponse sends it
-with the ASGI `http.response.pathsend` extension where the server offers it,
-so the kernel copies the bytes); byte ranges are read in a worker thread, at
-most `READ_PIECE_BYTES` at a time, and never held whole in memory.
+The route decides what to send (preconditions, then ranges); the responses of
+`api/file_responses.py` send it (the whole file as a file, ranges in pieces).
 """
 
 from __future__ import annotations
 
-import logging
-import mimetypes
-import os
-import secrets
-import unicodedata
-from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import unquote_to_bytes
 
-import anyio
-import anyio.to_thread
-from fastapi import APIRouter, Header, Path, Query, Response
-from fastapi.responses import FileResponse
-from starlette.types import Message, Receive, Scope, Send
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from shelfsync.server.api.conditional import (
     Precondition,
@@ -31,36 +20,69 @@ from shelfsync.server.api.conditional import (
 )
 from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
 from shelfsync.server.api.errors import problem_response
+from shelfsync.server.api.file_responses import (
+    RangesResponse,
+    WholeFileResponse,
+    content_disposition,
+    content_type_for,
+)
 from shelfsync.server.api.responses import problems
-from shelfsync.server.domain.errors import StorageFailure
+from shelfsync.server.domain.errors import InvalidPath
 from shelfsync.server.domain.ranges import ByteRange, parse_range
 from shelfsync.server.services.downloads import DownloadTarget
 
-__all__ = ["READ_PIECE_BYTES", "content_disposition", "content_type_for", "router"]
+__all__ = ["router"]
 
-log = logging.getLogger("shelfsync.api")
+
+class _LibraryPathConvertor(Convertor[str]):
+    """Starlette's `path`, except that it also matches a newline (`.*` does not),
+    so a path with control characters gets normalize_path's 400, not a 404."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette keeps convertors in one table; registering twice is harmless.
+register_url_convertor("librarypath", _LibraryPathConvertor())
 
 router = APIRouter(tags=["sync"])
-
-READ_PIECE_BYTES = 1024 * 1024
 _OCTET_STREAM = "application/octet-stream"
-# mimetypes reports `a.tar.gz` as type tar with encoding gzip; the bytes we send
-# are the gzip stream, so the compression decides the type (RFC 6713 for gzip).
-_COMPRESSED = {
-    "gzip": "application/gzip",
-    "bzip2": "application/x-bzip2",
-    "xz": "application/x-xz",
-    "compress": "application/x-compress",
-}
-_RANGE_HEADERS = (b"range", b"if-range")
 
+
+def _header(description: str, kind: str = "string") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": kind}}
+
+
+_ETAG_HEADER = _header('`"<content_hash>"`: a strong validator')
+_CONTENT_HEADERS = {
+    "ETag": _ETAG_HEADER,
+    "Last-Modified": _header("The client's mtime, else when the change was accepted"),
+    "Accept-Ranges": _header("`bytes`"),
+    "X-Revision": _header("The revision sent", "integer"),
+    "X-Item-Id": _header("The item's id"),
+    "Content-Disposition": _header("`attachment` with `filename` and `filename*`"),
+}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    **problems(304, 400, 401, 403, 404, 412, 416, 503),
     200: {
         "description": "File content",
+        "headers": _CONTENT_HEADERS,
         "content": {_OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
     },
-    206: {"description": "Partial content: one range, or several as `multipart/byteranges`"},
-    **problems(304, 400, 401, 403, 404, 412, 416, 503),
+    206: {
+        "description": "Partial content: one range, or several as `multipart/byteranges`",
+        "headers": {**_CONTENT_HEADERS, "Content-Range": _header("For a single range")},
+    },
+}
+_RESPONSES[304] = {**_RESPONSES[304], "headers": {"ETag": _ETAG_HEADER}}
+_RESPONSES[416] = {
+    **_RESPONSES[416],
+    "headers": {"Content-Range": _header("`bytes */<size>`")},
 }
 
 PathParam = Annotated[
@@ -95,41 +117,15 @@ IfUnmodifiedSinceHeader = Annotated[
 ]
 
 
-def content_type_for(name: str) -> str:
-    """From the name's extension, else application/octet-stream."""
-    # "./" keeps mimetypes from reading a name like "data:x,y" as a data: URL.
-    media_type, encoding = mimetypes.guess_type("./" + name, strict=True)
-    if encoding is not None:
-        return _COMPRESSED.get(encoding, _OCTET_STREAM)
-    return media_type or _OCTET_STREAM
-
-
-def content_disposition(name: str) -> str:
-    """`attachment` with an ASCII `filename` and the exact name in `filename*`.
-
-    RFC 6266 section 4.3: send both; clients that know RFC 8187 use
-    `filename*`. The fallback keeps printable ASCII except `"`, `\\` and `%`
-    (some agents percent-decode `filename`), strips accents via NFKD, and
-    turns everything else into `_`, so no name can break out of the header.
-    """
-    decomposed = unicodedata.normalize("NFKD", name)
-    fallback = "".join(
-        ch if " " <= ch <= "~" and ch not in '"\\%' else "_"
-        for ch in decomposed
-        if not unicodedata.combining(ch)
-    ).strip()
-    encoded = quote(name, safe="", encoding="utf-8", errors="strict")
-    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{encoded}"
-
-
 @router.get(
-    "/download/{path:path}",
+    "/download/{path:librarypath}",
     summary="Download a file for sync (supports Range header)",
     response_class=Response,
     responses=_RESPONSES,
 )
 def download(
     path: PathParam,
+    request: Request,
     principal: CurrentPrincipal,
     services: ServicesDep,
     revision: RevisionQuery = None,
@@ -140,6 +136,31 @@ def download(
     if_modified_since: IfModifiedSinceHeader = None,
     if_unmodified_since: IfUnmodifiedSinceHeader = None,
 ) -> Response:
+    """The current content at `path`, or retained revision `?revision=N`.
+
+    Headers: `Content-Length`, `Content-Type` (from the name, else
+    `application/octet-stream`), `ETag: "<content_hash>"` (strong),
+    `Last-Modified` (the client's mtime, else when the change was accepted),
+    `Accept-Ranges: bytes`, `X-Revision`, `X-Item-Id`, `Content-Disposition:
+    attachment` with an ASCII `filename` and the exact UTF-8 `filename*`.
+
+    Ranges (RFC 9110): `bytes=a-b`, `bytes=a-`, `bytes=-n` and lists; ends past
+    the content are clamped. One range answers 206 with `Content-Range`;
+    several answer 206 `multipart/byteranges`, overlapping or adjacent ones
+    merged first (parts otherwise in the order asked). The header is ignored
+    (200, whole file) when its unit is not `bytes`, it does not parse, it is
+    longer than 4 KiB, or more than 16 parts remain. No range overlapping the
+    content: 416 with `Content-Range: bytes */<size>`.
+
+    Conditions (RFC 9110 section 13.2.2 order): `If-Match` / `If-Unmodified-Since`
+    failing: 412; `If-None-Match` matching (weak comparison, `*` and lists) or,
+    without it, `If-Modified-Since` not older than `Last-Modified`: 304 with the
+    `ETag`. `If-Range` keeps the range only when it is exactly the strong `ETag`;
+    a date or weak tag sends the whole file with 200.
+
+    Unknown, deleted or another user's path: 404. Invalid path: 400 `invalid_path`.
+    """
+    _require_utf8(request)
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
@@ -153,13 +174,14 @@ def download(
 
 
 @router.head(
-    "/download/{path:path}",
+    "/download/{path:librarypath}",
     summary="Headers of a download, without the body",
     response_class=Response,
     responses=_RESPONSES,
 )
 def download_head(
     path: PathParam,
+    request: Request,
     principal: CurrentPrincipal,
     services: ServicesDep,
     revision: RevisionQuery = None,
@@ -170,6 +192,8 @@ def download_head(
     if_modified_since: IfModifiedSinceHeader = None,
     if_unmodified_since: IfUnmodifiedSinceHeader = None,
 ) -> Response:
+    """Exactly the status and headers the same GET would answer, without a body."""
+    _require_utf8(request)
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
@@ -180,6 +204,18 @@ def download_head(
         if_modified_since=if_modified_since,
         if_unmodified_since=if_unmodified_since,
     )
+
+
+def _require_utf8(request: Request) -> None:
+    """Servers decode %-escapes leniently (%FF becomes U+FFFD); a library path
+    must be UTF-8, so the raw request path is checked strictly (section 3)."""
+    raw_path = request.scope.get("raw_path")
+    if raw_path is None:
+        return
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPath("the path must be percent-encoded UTF-8") from exc
 
 
 def _answer(
@@ -227,135 +263,11 @@ def _answer(
         ranges = parse_range(range_header, target.size)  # RangeNotSatisfiable: 416
     if ranges is None or target.file is None:
         headers["Content-Length"] = str(target.size)
-        if target.file is None:
+        if target.file is None:  # empty content has no file
             return Response(status_code=200, headers=headers)
-        return _WholeFile(target.file, headers=headers, media_type=media_type)
+        return WholeFileResponse(target.file, headers=headers, media_type=media_type)
     if len(ranges) == 1:
-        first, last = ranges[0]
-        headers["Content-Range"] = f"bytes {first}-{last}/{target.size}"
-        return _Parts(target.file, [(first, last - first + 1)], headers=headers)
-    boundary = secrets.token_hex(16)
-    headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-    return _Parts(
-        target.file, _multipart(ranges, boundary, media_type, target.size), headers=headers
+        return RangesResponse.single(target.file, ranges[0], size=target.size, headers=headers)
+    return RangesResponse.multipart(
+        target.file, ranges, size=target.size, media_type=media_type, headers=headers
     )
-
-
-def _multipart(
-    ranges: list[ByteRange], boundary: str, media_type: str, size: int
-) -> list[bytes | tuple[int, int]]:
-    """The body of a multipart/byteranges answer (RFC 9110 section 14.6):
-    delimiter and part headers as bytes, each part's data as (offset, length)."""
-    pieces: list[bytes | tuple[int, int]] = []
-    for index, (first, last) in enumerate(ranges):
-        head = (
-            ("\r\n" if index else "")
-            + f"--{boundary}\r\n"
-            + f"Content-Type: {media_type}\r\n"
-            + f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
-        )
-        pieces.append(head.encode("ascii"))
-        pieces.append((first, last - first + 1))
-    pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
-    return pieces
-
-
-def _storage_problem() -> Response:
-    exc = StorageFailure("the stored content is unavailable")
-    return problem_response(
-        503,
-        "storage_unavailable",
-        exc.detail,
-        headers={"Retry-After": str(exc.retry_after_s)},
-    )
-
-
-class _WholeFile(FileResponse):
-    """The whole file, as a file: pathsend or sendfile where the server can.
-
-    Range decisions were made above (a Range left here was ignored on purpose),
-    so FileResponse must not act on the request's Range or If-Range again.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
-        except OSError:
-            log.exception("stored content vanished before it was sent")
-            await _storage_problem()(scope, receive, send)
-            return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _RANGE_HEADERS]
-        await super().__call__({**scope, "headers": headers}, receive, send)
-
-
-class _Parts(Response):
-    """Byte ranges of one file plus literal bytes, streamed from a worker thread."""
-
-    def __init__(
-        self,
-        file: FilePath,
-        pieces: list[bytes | tuple[int, int]],
-        *,
-        headers: dict[str, str],
-    ) -> None:
-        self._file = file
-        self._pieces = pieces
-        length = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
-        super().__init__(status_code=206, headers={**headers, "Content-Length": str(length)})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start: Message = {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
-        if scope["method"] == "HEAD":
-            await send(start)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        try:
-            fd = await anyio.to_thread.run_sync(os.open, self._file, os.O_RDONLY)
-        except OSError:
-            log.exception("stored content vanished before it was sent")
-            await _storage_problem()(scope, receive, send)
-            return
-        try:
-            await send(start)
-            spec = scope.get("asgi", {}).get("spec_version", "2.0")
-            if tuple(int(p) for p in spec.split(".")) >= (2, 4):
-                # ASGI 2.4: send raises OSError once the client is gone.
-                await self._stream(fd, send)
-            else:
-                await self._stream_until_disconnect(fd, receive, send)
-        finally:
-            os.close(fd)
-
-    async def _stream_until_disconnect(self, fd: int, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stream() -> None:
-                await self._stream(fd, send)
-                group.cancel_scope.cancel()
-
-            group.start_soon(stream)
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()
-
-    async def _stream(self, fd: int, send: Send) -> None:
-        for piece in self._pieces:
-            if isinstance(piece, bytes):
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-                continue
-            offset, remaining = piece
-            while remaining:
-                data = await anyio.to_thread.run_sync(
-                    os.pread, fd, min(READ_PIECE_BYTES, remaining), offset
-                )
-                if not data:
-                    # Headers are out; breaking the connection is the only honest answer.
-                    raise StorageFailure("the stored content ended early")
-                offset += len(data)
-                remaining -= len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})

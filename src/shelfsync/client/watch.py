@@ -1,0 +1,147 @@
+"""`shelfsync sync --watch`: stay running, react to both sides within seconds.
+
+Two listeners wake one loop that runs full passes (a pass costs a directory
+walk, so a pass per burst of events is cheap and never misses a change):
+- local file events (watchfiles, debounced) for anything but ignored names;
+- remote changes through the long-poll feed (`GET /changes?wait=`), which
+  answers within a second of a commit anywhere in the library.
+A periodic pass also runs as a safety net (a lost event, a server restart).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import watchfiles
+
+from shelfsync.client.errors import ClientError, Unauthorized
+from shelfsync.client.http import ApiClient
+from shelfsync.client.ignore import IGNORE_FILE, IgnoreRules
+from shelfsync.client.progress import Reporter
+from shelfsync.client.state import STATE_DIR, State
+from shelfsync.client.sync import PassSummary
+
+__all__ = ["LONG_POLL_WAIT_S", "Watcher"]
+
+LONG_POLL_WAIT_S = 25.0
+_SAFETY_PASS_S = 300.0
+# Let a burst of events (a copy of many files, an editor's save dance) settle.
+_DEBOUNCE_MS = 400
+_RETRY_S = 5.0
+
+
+class Watcher:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        api: ApiClient,
+        state: State,
+        reporter: Reporter,
+        run_pass: Callable[[], PassSummary],
+        on_summary: Callable[[PassSummary], None],
+    ) -> None:
+        self._root = root.resolve()
+        self._api = api
+        self._state = state
+        self._reporter = reporter
+        self._run_pass = run_pass
+        self._on_summary = on_summary
+        self.stop = threading.Event()
+        self._wake = threading.Event()
+        self._pass_done = threading.Event()
+        self._rules = IgnoreRules.for_folder(self._root)
+        self._rules_stamp = self._ignore_stamp()
+
+    def _ignore_stamp(self) -> int | None:
+        try:
+            return (self._root / IGNORE_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _wanted(self, _change: watchfiles.Change, path: str) -> bool:
+        try:
+            rel = Path(path).resolve().relative_to(self._root).as_posix()
+        except ValueError:
+            return False
+        if rel == "." or rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
+            return False
+        stamp = self._ignore_stamp()
+        if stamp != self._rules_stamp:  # the user edited .shelfsyncignore
+            self._rules, self._rules_stamp = IgnoreRules.for_folder(self._root), stamp
+        return not self._rules.ignores_file(rel)
+
+    def _watch_files(self) -> None:
+        for _changes in watchfiles.watch(
+            self._root,
+            watch_filter=self._wanted,
+            debounce=_DEBOUNCE_MS,
+            step=50,
+            stop_event=self.stop,
+            raise_interrupt=False,
+            yield_on_timeout=False,
+        ):
+            self._wake.set()
+
+    def _long_poll(self) -> None:
+        while not self.stop.is_set():
+            cursor = self._state.cursor
+            try:
+                page = self._api.changes(cursor=cursor, limit=1, wait_s=LONG_POLL_WAIT_S)
+            except Unauthorized as exc:
+                self._reporter.warn(f"the server refused this device: {exc}")
+                self.stop.set()
+                self._wake.set()
+                return
+            except ClientError as exc:
+                if self.stop.is_set():
+                    return
+                self._reporter.warn(f"waiting for remote changes failed ({exc}); retrying")
+                self.stop.wait(_RETRY_S)
+                continue
+            if page.changes and not self.stop.is_set():
+                # Wake the loop, and wait for its pass so we poll from the new cursor.
+                self._pass_done.clear()
+                self._wake.set()
+                self._pass_done.wait(timeout=LONG_POLL_WAIT_S)
+
+    def run(self) -> int:
+        """Until `stop` is set; the exit status (0, or 1 after a fatal error)."""
+        threads = [
+            threading.Thread(target=self._watch_files, name="shelfsync-watch", daemon=True),
+            threading.Thread(target=self._long_poll, name="shelfsync-poll", daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        self._reporter.info(f"watching {self._root} (Ctrl-C to stop)")
+        status = 0
+        next_safety = time.monotonic() + _SAFETY_PASS_S
+        self._wake.set()  # a first pass at once
+        while not self.stop.is_set():
+            self._wake.wait(timeout=max(next_safety - time.monotonic(), 0.1))
+            if self.stop.is_set():
+                break
+            self._wake.clear()
+            try:
+                summary = self._run_pass()
+            except Unauthorized as exc:
+                self._reporter.warn(f"the server refused this device: {exc}")
+                status = 1
+                break
+            except ClientError as exc:
+                self._reporter.warn(f"sync failed ({exc}); retrying in {_RETRY_S:.0f} s")
+                self.stop.wait(_RETRY_S)
+                self._wake.set()
+                continue
+            finally:
+                self._pass_done.set()
+            self._on_summary(summary)
+            next_safety = time.monotonic() + _SAFETY_PASS_S
+        self.stop.set()
+        # The file watcher sees `stop` within its step; the long poll may still
+        # hang in a request: it is a daemon thread and its client closes after us.
+        threads[0].join(timeout=5)
+        return status

@@ -1,0 +1,215 @@
+"""Responses that send stored content: the whole file, or byte ranges of it.
+
+A whole file goes to the server as a file: Starlette's FileResponse sends it
+with the ASGI `http.response.pathsend` extension where the server offers it
+(granian), so the kernel copies the bytes, and otherwise reads it in pieces.
+Byte ranges (RFC 9110 section 14) are read in a worker thread, at most
+`READ_PIECE_BYTES` at a time, and never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import secrets
+import unicodedata
+from pathlib import Path
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+from fastapi import Response
+from fastapi.responses import FileResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from shelfsync.server.api.errors import problem_response
+from shelfsync.server.domain.errors import StorageFailure
+from shelfsync.server.domain.ranges import ByteRange
+
+__all__ = [
+    "READ_PIECE_BYTES",
+    "RangesResponse",
+    "WholeFileResponse",
+    "content_disposition",
+    "content_type_for",
+]
+
+log = logging.getLogger("shelfsync.api")
+
+READ_PIECE_BYTES = 1024 * 1024
+_OCTET_STREAM = "application/octet-stream"
+# mimetypes reports `a.tar.gz` as type tar with encoding gzip; the bytes we send
+# are the gzip stream, so the compression decides the type (RFC 6713 for gzip).
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+}
+_RANGE_HEADERS = (b"range", b"if-range")
+
+# Literal bytes (multipart delimiters and part headers), or (offset, length) of the file.
+Piece = bytes | tuple[int, int]
+
+
+def content_type_for(name: str) -> str:
+    """From the name's extension, else application/octet-stream."""
+    # "./" keeps mimetypes from reading a name like "data:x,y" as a data: URL.
+    media_type, encoding = mimetypes.guess_type("./" + name, strict=True)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, _OCTET_STREAM)
+    return media_type or _OCTET_STREAM
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII `filename` and the exact name in `filename*`.
+
+    RFC 6266 section 4.3: send both; clients that know RFC 8187 use
+    `filename*`. The fallback keeps printable ASCII except `"`, `\\` and `%`
+    (some agents percent-decode `filename`), strips accents via NFKD, and
+    turns everything else into `_`, so no name can break out of the header.
+    """
+    decomposed = unicodedata.normalize("NFKD", name)
+    fallback = "".join(
+        ch if " " <= ch <= "~" and ch not in '"\\%' else "_"
+        for ch in decomposed
+        if not unicodedata.combining(ch)
+    ).strip()
+    encoded = quote(name, safe="", encoding="utf-8", errors="strict")
+    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{encoded}"
+
+
+def _storage_problem() -> Response:
+    exc = StorageFailure("the stored content is unavailable, try again shortly")
+    return problem_response(
+        503, "storage_unavailable", exc.detail, headers={"Retry-After": str(exc.retry_after_s)}
+    )
+
+
+class WholeFileResponse(FileResponse):
+    """The whole file, as a file (pathsend or sendfile where the server can).
+
+    The route already decided about ranges (a Range still on the request was
+    ignored on purpose), so FileResponse must not act on Range or If-Range.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
+        except OSError:
+            # Checked moments ago by the service; gone now. Still a 503, not a 500.
+            log.exception("stored content vanished before it was sent")
+            await _storage_problem()(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _RANGE_HEADERS]
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+class RangesResponse(Response):
+    """206 Partial Content: byte ranges of one file, streamed from a worker thread."""
+
+    def __init__(self, file: Path, pieces: list[Piece], *, headers: dict[str, str]) -> None:
+        self._file = file
+        self._pieces = pieces
+        length = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
+        super().__init__(status_code=206, headers={**headers, "Content-Length": str(length)})
+
+    @classmethod
+    def single(
+        cls, file: Path, byte_range: ByteRange, *, size: int, headers: dict[str, str]
+    ) -> RangesResponse:
+        first, last = byte_range
+        return cls(
+            file,
+            [(first, last - first + 1)],
+            headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+        )
+
+    @classmethod
+    def multipart(
+        cls,
+        file: Path,
+        ranges: list[ByteRange],
+        *,
+        size: int,
+        media_type: str,
+        headers: dict[str, str],
+    ) -> RangesResponse:
+        """multipart/byteranges (RFC 9110 section 14.6): each part with its own
+        Content-Type and Content-Range, CRLF line ends, a fresh random boundary."""
+        boundary = secrets.token_hex(16)
+        pieces: list[Piece] = []
+        for index, (first, last) in enumerate(ranges):
+            head = (
+                ("\r\n" if index else "")
+                + f"--{boundary}\r\n"
+                + f"Content-Type: {media_type}\r\n"
+                + f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
+            )
+            pieces.append(head.encode("ascii"))
+            pieces.append((first, last - first + 1))
+        pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+        content_type = f"multipart/byteranges; boundary={boundary}"
+        return cls(file, pieces, headers={**headers, "Content-Type": content_type})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        if scope["method"] == "HEAD":
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        try:
+            fd = await anyio.to_thread.run_sync(os.open, self._file, os.O_RDONLY)
+        except OSError:
+            log.exception("stored content vanished before it was sent")
+            await _storage_problem()(scope, receive, send)
+            return
+        try:
+            await send(start)
+            spec = scope.get("asgi", {}).get("spec_version", "2.0")
+            if tuple(int(p) for p in spec.split(".")) >= (2, 4):
+                # ASGI 2.4: send raises OSError once the client is gone.
+                try:
+                    await self._stream(fd, send)
+                except OSError as exc:
+                    log.info("range download ended early: %s", exc)
+            else:
+                await self._stream_until_disconnect(fd, receive, send)
+        finally:
+            os.close(fd)
+
+    async def _stream_until_disconnect(self, fd: int, receive: Receive, send: Send) -> None:
+        """Stop reading the file as soon as the client goes (as FileResponse does)."""
+        async with anyio.create_task_group() as group:
+
+            async def stream() -> None:
+                await self._stream(fd, send)
+                group.cancel_scope.cancel()
+
+            group.start_soon(stream)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+    async def _stream(self, fd: int, send: Send) -> None:
+        for piece in self._pieces:
+            if isinstance(piece, bytes):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                continue
+            offset, remaining = piece
+            while remaining:
+                data = await anyio.to_thread.run_sync(
+                    os.pread, fd, min(READ_PIECE_BYTES, remaining), offset
+                )
+                if not data:
+                    # Headers are out; breaking the connection is the only honest answer.
+                    raise StorageFailure("the stored content ended early")
+                offset += len(data)
+                remaining -= len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
