@@ -10,7 +10,7 @@ request under test goes through the real routes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -111,7 +111,6 @@ class SyncDevice:
     id: str
     name: str
     access_token: str
-    cursor: str | None = field(default=None)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -169,11 +168,6 @@ class SyncDevice:
             cursor = page["cursor"]
             if not page["has_more"]:
                 return found, cursor
-
-    def sync(self) -> list[Json]:
-        """Read from this device's cursor on and keep the new cursor (no ack)."""
-        found, self.cursor = self.read_all(self.cursor)
-        return found
 
     def post_ack(self, cursor: str) -> httpx.Response:
         return self.client.post(self.url("/ack"), json={"cursor": cursor}, headers=self.headers)

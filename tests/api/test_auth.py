@@ -25,7 +25,7 @@ from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.users import UserRepository
-from tests.api.conftest import PASSWORD, Account
+from tests.api.conftest import FAST_HASHING, PASSWORD, Account
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -155,7 +155,10 @@ def test_malformed_auth_body_is_400_invalid_request(
 @pytest.fixture
 def strict_app(tmp_path: Path, database_url: str, db: Database) -> FastAPI:
     settings = Settings(
-        data_dir=tmp_path / "strict", database_url=database_url, login_max_failures=MAX_FAILURES
+        data_dir=tmp_path / "strict",
+        database_url=database_url,
+        login_max_failures=MAX_FAILURES,
+        **FAST_HASHING,
     )
     app = create_app(settings, db=db)
     app.state.services.accounts.add_user(username="alice", password=PASSWORD)
@@ -234,6 +237,19 @@ def test_reuse_leaves_other_sessions_of_the_user_alone(client: TestClient, alice
     client.post(REFRESH, json={"refresh_token": alice.refresh_token})
     response = client.post(REFRESH, json={"refresh_token": other_session["refresh_token"]})
     assert response.status_code == 200, response.text
+
+
+def test_expired_refresh_token_is_401(tmp_path: Path, database_url: str, db: Database) -> None:
+    # A lifetime of zero: the token has expired by the time it is presented.
+    settings = Settings(
+        data_dir=tmp_path / "short", database_url=database_url, refresh_token_ttl_s=0
+    )
+    app = create_app(settings, db=db)
+    app.state.services.accounts.add_user(username="alice", password=PASSWORD)
+    with TestClient(app) as client:
+        refresh_token = _login(client, "alice", PASSWORD).json()["refresh_token"]
+        response = client.post(REFRESH, json={"refresh_token": refresh_token})
+    _assert_problem(response, 401, "unauthorized")
 
 
 def test_unknown_refresh_token_is_401(client: TestClient) -> None:

@@ -360,3 +360,19 @@ def _conflict_on_notes_unlisted(
     result = laptop.report_one(upsert("notes.txt", client, base=1))
     assert result["status"] == "conflict"
     return {"conflict_id": result["conflict_id"], "client": client}
+
+
+def test_keep_client_of_a_move_conflict_moves_the_item_and_keeps_the_other_in_history(
+    user: SyncUser, laptop: SyncDevice, phone: SyncDevice
+) -> None:
+    song = laptop.applied(upsert("a.mp3", user.give(b"song")))
+    other = phone.applied(upsert("b.mp3", user.give(b"other song")))
+    result = laptop.report_one(move("a.mp3", "b.mp3", base=1))
+    assert result["status"] == "conflict"
+    changes = laptop.resolve(result["conflict_id"], "keep_client")["changes"]
+    assert [(c["id"], c["op"], c["path"]) for c in changes] == [
+        (other["id"], "delete", "b.mp3"),
+        (song["id"], "move", "b.mp3"),
+    ]
+    library = {c["path"]: c["id"] for c in phone.changes()["changes"]}
+    assert library == {"b.mp3": song["id"]}

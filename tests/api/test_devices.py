@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from shelfsync.server.domain.accounts import Device
 from shelfsync.server.services.auth import Principal
+from shelfsync.server.services.devices import DeviceStatus
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.tables import devices
 from tests.api.conftest import Account
@@ -70,14 +73,25 @@ def _device_login(client: TestClient, token: str) -> httpx.Response:
     return client.post("/api/v1/auth/device", json={"device_token": token})
 
 
+@dataclass(frozen=True)
+class OtherDevice:
+    """Another user's device, made through the services (bob never logs in)."""
+
+    owner: Principal
+    id: str
+    token: str
+
+    def current(self, app: FastAPI) -> Device:
+        status: DeviceStatus = app.state.services.devices.get(self.owner, self.id)
+        return status.device
+
+
 @pytest.fixture
-def bobs_device_id(app: FastAPI) -> str:
-    """A device of another user, made through the services (bob never logs in)."""
+def bobs_device(app: FastAPI) -> OtherDevice:
     services = app.state.services
-    bob = services.accounts.add_user(username="bob", password="bobs password")
-    status, _token = services.devices.register(Principal(bob, None), name="bobs phone")
-    device_id: str = status.device.id
-    return device_id
+    bob = Principal(services.accounts.add_user(username="bob", password="bobs password"), None)
+    status, token = services.devices.register(bob, name="bobs phone")
+    return OtherDevice(bob, status.device.id, token)
 
 
 # -- register --------------------------------------------------------------
@@ -152,7 +166,7 @@ def test_device_token_is_stored_only_as_its_sha256(
 
 @PREFIXES
 def test_list_shows_only_the_callers_devices_oldest_first(
-    client: TestClient, alice: Account, bobs_device_id: str, prefix: str
+    client: TestClient, alice: Account, bobs_device: OtherDevice, prefix: str
 ) -> None:
     ids = [_register(client, alice, name=name)["device"]["id"] for name in ("one", "two")]
     response = client.get(f"{prefix}/devices", headers=alice.headers)
@@ -292,23 +306,16 @@ def test_another_users_device_is_403_and_left_alone(
     app: FastAPI,
     client: TestClient,
     alice: Account,
-    bobs_device_id: str,
+    bobs_device: OtherDevice,
     prefix: str,
     method: str,
     suffix: str,
 ) -> None:
-    response = _call(client, alice, method, f"{prefix}/devices/{bobs_device_id}{suffix}")
+    before = bobs_device.current(app)
+    response = _call(client, alice, method, f"{prefix}/devices/{bobs_device.id}{suffix}")
     _assert_problem(response, 403, "forbidden")
-    services = app.state.services
-    bob = services.accounts.list_users()
-    [owner] = [u for u in bob if u.username == "bob"]
-    [device] = services.devices.list(Principal(owner, None))
-    assert (device.device.id, device.device.name, device.device.enabled) == (
-        bobs_device_id,
-        "bobs phone",
-        True,
-    )
-    assert device.device.token_generation == 1
+    assert bobs_device.current(app) == before
+    assert _device_login(client, bobs_device.token).status_code == 200
 
 
 @PREFIXES

@@ -206,4 +206,4 @@ def test_wait_is_bounded_to_zero_to_fifty_five_seconds(library: LiveLibrary) -> 
             elapsed_s = time.monotonic() - started
             assert response.status_code == 200, response.text
             assert [c["path"] for c in response.json()["changes"]] == ["Music/song.flac"]
-            assert elapsed_s < WAKE_BUDGET_S
+            assert elapsed_s < 5, "a wait with changes pending must not be held"

@@ -303,9 +303,9 @@ def test_session_shape_chunk_size_and_expiry(app: FastAPI, up: Uploader, laptop:
     # An empty file has no chunk at all.
     empty = up.session(laptop, "empty.txt", b"")
     assert (empty["chunk_count"], empty["received"]) == (0, [])
-    done = up.complete(laptop, empty["id"])
-    assert done.status_code == 200, done.text
-    assert done.json()["result"]["status"] == "applied"
+    completed = up.complete(laptop, empty["id"])
+    assert completed.status_code == 200, completed.text
+    assert completed.json()["result"]["status"] == "applied"
 
 
 def test_same_device_path_and_content_resume_the_pending_session(
@@ -400,15 +400,16 @@ def test_resent_chunks_and_content_digest(app: FastAPI, up: Uploader, laptop: De
     assert again.status_code == 200, again.text
     assert again.json() == {"index": 0, "size": 4 * MIB, "received_count": 2, "chunk_count": 3}
     # Other bytes for a received index: 409 (also with a matching digest, also streamed).
-    other = bytearray(chunk)
-    other[12345] ^= 0xFF
-    problem(up.put(laptop, session, 0, bytes(other)), 409, "chunk_conflict")
+    flipped = bytearray(chunk)
+    flipped[12345] ^= 0xFF
+    other = bytes(flipped)
+    problem(up.put(laptop, session, 0, other), 409, "chunk_conflict")
     problem(
-        up.put(laptop, session, 0, bytes(other), headers={"Content-Digest": content_digest(other)}),
+        up.put(laptop, session, 0, other, headers={"Content-Digest": content_digest(other)}),
         409,
         "chunk_conflict",
     )
-    problem(up.put(laptop, session, 0, _pieces(bytes(other))), 409, "chunk_conflict")
+    problem(up.put(laptop, session, 0, _pieces(other)), 409, "chunk_conflict")
     # A bad digest on a received chunk changes nothing either.
     problem(
         up.put(laptop, session, 0, chunk, headers={"Content-Digest": wrong}), 400, "digest_mismatch"
@@ -507,6 +508,29 @@ def test_missing_chunks_then_hash_mismatch_fails_the_session(
     assert fresh["received"] == []
     assert up.upload(laptop, "lie.bin", data)["result"]["status"] == "applied"
     assert stored(app, session["content_hash"]) == data
+
+
+def test_complete_does_not_read_the_content_again(
+    app: FastAPI, up: Uploader, laptop: Device
+) -> None:
+    """The hash check at `complete` uses the block digests taken while each chunk
+    streamed to disk. Shown by changing the session file behind the server's back
+    after the chunks were acknowledged: complete reads none of it, so it neither
+    notices nor fails (a real client cannot do this; the test reaches into the disk)."""
+    data = payload(5 * MIB, seed=140)
+    session = up.session(laptop, "trusted.bin", data)
+    for index in (0, 1):
+        assert up.put_chunk(laptop, session, data, index).status_code == 200
+    with session_file(app, session["id"]).open("r+b") as fh:
+        fh.seek(4 * MIB + 10)
+        fh.write(b"\0" * 16)
+    done = up.complete(laptop, session["id"])
+    assert done.status_code == 200, done.text
+    assert done.json()["result"]["status"] == "applied"
+    on_disk = app.state.services.blobs.object_path(session["content_hash"]).read_bytes()
+    assert len(on_disk) == len(data)
+    assert on_disk[: 4 * MIB + 10] == data[: 4 * MIB + 10]
+    assert on_disk[4 * MIB + 10 : 4 * MIB + 26] == b"\0" * 16
 
 
 # -- through the engine -------------------------------------------------------
@@ -622,7 +646,11 @@ def test_delta_and_dedupe_send_only_what_the_user_lacks(
     session = up.session(laptop, "copies/video.mkv", edited)
     assert session["received"] == [0, 1, 2]
     assert not session_file(app, session["id"]).exists()
-    assert up.put_chunk(laptop, session, edited, 1).status_code == 200  # sent anyway: fine
+    # Sent anyway: the same bytes are fine, other bytes are refused as for any
+    # received chunk.
+    assert up.put_chunk(laptop, session, edited, 1).status_code == 200
+    assert up.put_chunk(laptop, session, edited, 0).status_code == 200
+    problem(up.put_chunk(laptop, session, old, 0), 409, "chunk_conflict")
     done = up.complete(laptop, session["id"])
     assert done.status_code == 200, done.text
     assert (done.json()["result"]["status"], done.json()["result"]["path"]) == (
@@ -769,13 +797,21 @@ def test_too_large_is_413_and_too_many_sessions_429(
     assert up.create(laptop, "3.bin", files[3]).status_code == 200
 
 
-@with_settings(quota_bytes=10 * MIB)
+@with_settings(quota_bytes=10 * MIB, max_file_size_bytes=2**50)
 def test_quota_is_507(
     up: Uploader,
     laptop: Device,
     bob: Account,
     make_device: Callable[[Account, str], Device],
 ) -> None:
+    # Beyond 10,000 chunks of 64 MiB no chunk size fits, whatever the size limit.
+    beyond = {
+        "path": "huge.bin",
+        "size": 10_000 * 64 * MIB + 1,
+        "content_hash": "ab" * 32,
+        "base_revision": None,
+    }
+    problem(up.client.post(f"{V1}/upload", json=beyond, headers=laptop.headers), 413, "too_large")
     a, b = payload(6 * MIB, seed=110), payload(5 * MIB, seed=111)
     up.upload(laptop, "a.bin", a)
     problem(up.create(laptop, "b.bin", b), 507, "insufficient_storage")

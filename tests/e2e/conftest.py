@@ -1,7 +1,13 @@
-"""End-to-end fixtures: a real server process per test, devices as real CLI runs."""
+"""End-to-end fixtures: a real server process, devices as real CLI runs.
+
+One server per test worker (starting one costs seconds: schema, secret); every
+test gets a user of its own, and users never see each other's library
+(protocol section 3), so tests stay independent.
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,12 +15,14 @@ import pytest
 
 from tests.e2e.harness import Device, Server
 
+_users = itertools.count(1)
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(data_dir=tmp_path / "server" / "data")
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("server")
+    srv = Server(data_dir=root / "data")
     srv.data_dir.mkdir(parents=True)
-    srv.add_user("alice")
     srv.start()
     try:
         yield srv
@@ -23,11 +31,18 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def make_device(server: Server, tmp_path: Path) -> Callable[..., Device]:
-    """A logged-in device with an (empty) folder of its own."""
+def username(server: Server) -> str:
+    name = f"user{next(_users)}"
+    server.add_user(name)
+    return name
+
+
+@pytest.fixture
+def make_device(server: Server, username: str, tmp_path: Path) -> Callable[..., Device]:
+    """A logged-in device (of this test's user) with an empty folder of its own."""
 
     def make(name: str, *login_args: str) -> Device:
-        device = Device(name=name, server=server, home=tmp_path / name)
+        device = Device(name=name, server=server, home=tmp_path / name, username=username)
         device.login(*login_args)
         return device
 

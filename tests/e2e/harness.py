@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -114,7 +115,7 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)  # abandoned long polls hold a graceful stop
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -193,14 +194,28 @@ class Device:
         summary["stderr"] = done.stderr
         return summary
 
-    def spawn(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [SHELFSYNC, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env(**env),
-        )
+    def spawn(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """A background `shelfsync` run; its output goes to `HOME/spawn.log`."""
+        with (self.home / "spawn.log").open("ab") as log:
+            return subprocess.Popen(
+                [SHELFSYNC, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env(**env)
+            )
+
+    def log(self) -> str:
+        return (self.home / "spawn.log").read_text(errors="replace")
+
+    def state_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows from the client's local state (FOLDER/.shelfsync/state.db), read-only."""
+        db = self.folder / ".shelfsync" / "state.db"
+        if not db.exists():
+            return []
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []  # not created yet
+        finally:
+            conn.close()
 
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads((self.config_dir / "device.json").read_text())

@@ -16,9 +16,14 @@ from shelfsync.server.settings import Settings
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.migrate import current_revision, head_revision
 from shelfsync.server.storage.users import UserRepository
+from tests.api.conftest import FAST_HASHING
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
 
 PASSWORD = "correct horse battery"
+# Verifying reads the cost from the stored hash; this only sets the dummy's.
+HASHER = PasswordHasher(
+    time_cost=FAST_HASHING["argon2_time_cost"], memory_cost_kib=FAST_HASHING["argon2_memory_kib"]
+)
 # Flags are given explicitly; the environment must not point anywhere else.
 CLEAN_ENV: dict[str, str | None] = {
     "SHELFSYNC_DATA_DIR": None,
@@ -81,7 +86,7 @@ def test_user_add_reads_the_password_from_stdin(shelfsync: Shelfsync) -> None:
     assert "alice" in stderr
     stored = shelfsync.stored_user("alice")
     assert stored is not None
-    assert PasswordHasher().verify(stored[0], PASSWORD)
+    assert HASHER.verify(stored[0], PASSWORD)
 
 
 def test_user_list_shows_added_users(shelfsync: Shelfsync) -> None:
@@ -101,7 +106,7 @@ def test_adding_an_existing_user_fails_with_a_clear_message(shelfsync: Shelfsync
     assert "already exists" in stderr
     stored = shelfsync.stored_user("alice")
     assert stored is not None
-    assert PasswordHasher().verify(stored[0], PASSWORD)
+    assert HASHER.verify(stored[0], PASSWORD)
 
 
 @pytest.mark.parametrize(
@@ -129,8 +134,8 @@ def test_user_passwd_sets_a_new_password_and_ends_sessions(shelfsync: Shelfsync)
     stored = shelfsync.stored_user("alice")
     assert stored is not None
     password_hash, generation = stored
-    assert PasswordHasher().verify(password_hash, "a new passphrase")
-    assert not PasswordHasher().verify(password_hash, PASSWORD)
+    assert HASHER.verify(password_hash, "a new passphrase")
+    assert not HASHER.verify(password_hash, PASSWORD)
     assert generation == 2
 
 
@@ -182,7 +187,7 @@ def _mode(path: Path) -> int:
 
 
 def test_app_start_creates_an_owner_only_secret(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", **FAST_HASHING)
     app = create_app(settings)
     app.state.services.db.dispose()
     assert _mode(settings.secret_path) == 0o600
@@ -191,7 +196,7 @@ def test_app_start_creates_an_owner_only_secret(tmp_path: Path) -> None:
 
 
 def test_app_start_tightens_a_readable_secret_and_keeps_it(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", **FAST_HASHING)
     settings.secret_path.parent.mkdir(parents=True)
     settings.secret_path.write_text("ab" * 32 + "\n")
     settings.secret_path.chmod(0o644)
@@ -203,7 +208,7 @@ def test_app_start_tightens_a_readable_secret_and_keeps_it(tmp_path: Path) -> No
 
 def test_app_start_keeps_the_secret_across_restarts(tmp_path: Path) -> None:
     # A new secret on every start would log every client out.
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", **FAST_HASHING)
     secrets = []
     for _ in range(2):
         app = create_app(settings)

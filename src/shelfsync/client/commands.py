@@ -308,6 +308,7 @@ def _watch(
 @contextmanager
 def _open_state(root: Path, config: DeviceConfig) -> Iterator[State]:
     with State(root) as state:
+        state.lock_folder()
         if state.bind(server_url=config.server_url, device_id=config.device_id):
             if state.get_meta("bound_before"):
                 err.print("this folder was synced as another device: reconciling by content")
@@ -320,10 +321,13 @@ def status(folder: FolderArg = None) -> None:
     with _client_errors():
         config = load_config()
         root = _folder(folder, config)
+        # Read-only, and without the folder lock: it may run beside `sync --watch`.
         with (
             ApiClient(config.server_url, device_token=config.device_token) as api,
-            _open_state(root, config) as state,
+            State(root) as state,
         ):
+            if state.get_meta("device_id") not in (None, config.device_id):
+                _fail("this folder was synced as another device: run `shelfsync sync` first")
             report = folder_status(root=root, api=api, state=state, device_id=config.device_id)
     out.print(report.render(), highlight=False, soft_wrap=True)
 

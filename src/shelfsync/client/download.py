@@ -31,9 +31,20 @@ from shelfsync.client.state import LocalRecord, PartialDownload, State, SyncedRe
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.content_hash import ContentHasher
 
-__all__ = ["DownloadJob", "DownloadOutcome", "Downloader", "Outcome", "mtime_ns_of"]
+__all__ = [
+    "RESUMABLE_BYTES",
+    "DownloadJob",
+    "DownloadOutcome",
+    "Downloader",
+    "Outcome",
+    "fsync_dir",
+    "mtime_ns_of",
+]
 
 _PIECE = 1024 * 1024
+# Smaller downloads are not worth a state record (two commits): after a crash
+# they simply start over, and the pass sweeps their leftover temporary file.
+RESUMABLE_BYTES = 1024 * 1024
 
 
 class Outcome(enum.Enum):
@@ -62,6 +73,7 @@ class DownloadOutcome:
     outcome: Outcome
     synced: SyncedRecord | None = None
     local: LocalRecord | None = None
+    directory: Path | None = None  # to fsync before recording the file
 
 
 def mtime_ns_of(mtime: str | None) -> int | None:
@@ -74,7 +86,7 @@ def mtime_ns_of(mtime: str | None) -> int | None:
     return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -114,7 +126,9 @@ class Downloader:
         temp_rel = self.temp_name(job)
         temp = resolve_inside(self._root, temp_rel)
         temp.parent.mkdir(parents=True, exist_ok=True)
-        self._state.put_download(PartialDownload(temp_rel, job.path, job.content_hash))
+        resumable = job.size >= RESUMABLE_BYTES
+        if resumable:
+            self._state.put_download(PartialDownload(temp_rel, job.path, job.content_hash))
         try:
             fetched = self._fetch(job, temp)
         except NotFound:
@@ -130,8 +144,10 @@ class Downloader:
             self._drop(temp, temp_rel)
             return DownloadOutcome(Outcome.LOCAL_CHANGED)
         os.replace(temp, target)
-        _fsync_dir(target.parent)
-        self._state.forget_download(temp_rel)
+        # The directory is fsynced by the caller, once per batch, before it
+        # records the file as synced (a lost rename must not read as a delete).
+        if resumable:
+            self._state.forget_download(temp_rel)
         st = os.stat(target)
         self._counters.add(downloaded_files=1)
         return DownloadOutcome(
@@ -155,12 +171,14 @@ class Downloader:
                 job.content_hash,
                 time.time_ns(),
             ),
+            directory=target.parent,
         )
 
     def _drop(self, temp: Path, temp_rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        self._state.forget_download(temp_rel)
+        if self._state.has_partial_download(temp_rel):
+            self._state.forget_download(temp_rel)
 
     def _still_expected(self, target: Path, job: DownloadJob) -> bool:
         try:

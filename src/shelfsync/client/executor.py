@@ -18,7 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shelfsync.client import plan as p
-from shelfsync.client.download import Downloader, DownloadJob, Outcome
+from shelfsync.client.download import (
+    Downloader,
+    DownloadJob,
+    DownloadOutcome,
+    Outcome,
+    fsync_dir,
+)
 from shelfsync.client.errors import ClientError, ServerUnreachable
 from shelfsync.client.localnames import LocalNamer
 from shelfsync.client.paths import parent_of, resolve_inside
@@ -28,6 +34,9 @@ from shelfsync.client.scan import LocalFile, ScanResult, hash_local_file
 from shelfsync.client.state import STATE_DIR, LocalRecord, RemoteRecord, State, SyncedRecord
 
 __all__ = ["Executor"]
+
+# Downloaded files are recorded in the local state in batches of this many.
+_RECORD_BATCH = 256
 
 
 class Executor:
@@ -257,9 +266,9 @@ class Executor:
             )
         if not jobs:
             return
-        self._reporter.phase(
-            verb="downloading", files=len(jobs), total_bytes=sum(j.size for j in jobs)
-        )
+        total = sum(j.size for j in jobs)
+        self._reporter.phase(verb="downloading", files=len(jobs), total_bytes=total)
+        landed: list[DownloadOutcome] = []
         try:
             futures = [(job, self._pool.submit(self._downloader.download, job)) for job in jobs]
             for job, future in futures:
@@ -271,11 +280,23 @@ class Executor:
                     out.failed[job.path] = str(exc)
                     self._reporter.warn(f"download of {job.path} failed: {exc}")
                     continue
-                if done.outcome is Outcome.DONE and done.synced and done.local:
-                    with self._state.transaction():
-                        self._state.put_synced(done.synced)
-                        self._state.put_local_file(done.local)
+                if done.outcome is Outcome.DONE:
+                    landed.append(done)
+                    if len(landed) >= _RECORD_BATCH:
+                        self._record_downloads(landed)
                 elif done.outcome is Outcome.LOCAL_CHANGED:
                     out.changed_locally += 1
         finally:
+            self._record_downloads(landed)
             self._reporter.end_phase()
+
+    def _record_downloads(self, landed: list[DownloadOutcome]) -> None:
+        """fsync the directories, then record the files as synced (in that order)."""
+        for directory in {d.directory for d in landed if d.directory is not None}:
+            fsync_dir(directory)
+        with self._state.transaction():
+            for done in landed:
+                if done.synced is not None and done.local is not None:
+                    self._state.put_synced(done.synced)
+                    self._state.put_local_file(done.local)
+        landed.clear()

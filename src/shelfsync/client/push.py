@@ -86,7 +86,21 @@ class Pusher:
         if not reports:
             return
         conflicted, uploads = self._report(reports, scan, synced, self._state.remote(), out)
-        conflicted += self._upload(uploads, scan, out)
+        # The same content at several paths travels once: the others are
+        # reported again after it landed, and the server takes them from its store.
+        first: dict[str, UploadJob] = {}
+        again: list[Report] = []
+        for job in uploads:
+            if job.content_hash in first:
+                again.append(p.ReportUpsert(job.path, job.content_hash, job.base_revision))
+            else:
+                first[job.content_hash] = job
+        conflicted += self._upload(first.values(), scan, out)
+        if again:
+            more_conflicted, more_uploads = self._report(
+                again, scan, synced, self._state.remote(), out
+            )
+            conflicted += more_conflicted + self._upload(more_uploads, scan, out)
         self._settle_conflicts(conflicted, scan, out)
 
     def _report(

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shelfsync.client.ignore import IgnoreRules
+from shelfsync.client.ignore import PARTIAL_SUFFIX, IgnoreRules
 from shelfsync.client.paths import library_path
 from shelfsync.client.state import LocalRecord, SyncedRecord
 from shelfsync.content_hash import EMPTY_HASH, hash_stream
@@ -78,6 +78,8 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     hashed: int = 0
     records: list[LocalRecord] = field(default_factory=list)
+    # Our temporary download files found on the way (on-disk names).
+    partials: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,11 @@ class Scanner:
                         result.dirs.setdefault(match_name, rel)
                         stack.append(rel)
                     continue
-                if not stat.S_ISREG(st.st_mode) or rules.ignores_file(match_name):
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if rules.ignores_file(match_name):
+                    if entry.name.endswith(PARTIAL_SUFFIX):
+                        result.partials.append(rel)
                     continue
                 path = aliases.get(rel) or library_path(rel)
                 if path is None:

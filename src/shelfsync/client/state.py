@@ -14,6 +14,8 @@ WAL and `synchronous=FULL`: a record says "synced" only once it is durable.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -128,6 +130,7 @@ class State:
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the local state in {self.directory}: {exc}") from exc
         self._lock = threading.RLock()
+        self._lock_fd: int | None = None
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -140,9 +143,28 @@ class State:
         elif version != _SCHEMA_VERSION:
             raise ConfigError(f"{self.directory} was written by another client version")
 
+    def lock_folder(self) -> None:
+        """Hold the folder for this process: two clients syncing one folder would race.
+
+        An advisory `flock` on `.shelfsync/lock`, released by the kernel when the
+        process ends, however it ends (a `kill -9` leaves no stale lock behind).
+        """
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise ConfigError(
+                f"another shelfsync is syncing {self.directory.parent} right now"
+            ) from exc
+        self._lock_fd = fd
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> State:
         return self
@@ -363,6 +385,9 @@ class State:
     def partial_downloads(self) -> list[PartialDownload]:
         rows = self._all("SELECT temp, path, content_hash FROM downloads")
         return [PartialDownload(*r) for r in rows]  # type: ignore[arg-type]
+
+    def has_partial_download(self, temp: str) -> bool:
+        return bool(self._all("SELECT 1 FROM downloads WHERE temp = ?", (temp,)))
 
     def put_download(self, record: PartialDownload) -> None:
         self._run(

@@ -104,7 +104,6 @@ def folder_status(*, root: Path, api: ApiClient, state: State, device_id: str) -
         if not page.has_more:
             break
     scan = Scanner(root).scan(synced=state.synced(), cache=state.local_files())
-    state.replace_local_files(scan.records)
     given = plan_input(state, scan, skip=set())
     given = p.PlanInput(
         synced=given.synced,

@@ -21,7 +21,7 @@ from shelfsync.client.errors import CursorExpired, UnsafePath
 from shelfsync.client.executor import Executor
 from shelfsync.client.http import ApiClient
 from shelfsync.client.localnames import LocalNamer, is_case_insensitive
-from shelfsync.client.paths import validate_library_path
+from shelfsync.client.paths import resolve_inside, validate_library_path
 from shelfsync.client.progress import Reporter
 from shelfsync.client.push import Pusher
 from shelfsync.client.scan import Scanner, ScanResult, is_blocked
@@ -224,6 +224,7 @@ class SyncEngine:
         self.refresh_conflicts()
         self.pull_feed()
         failed: dict[str, str] = {}
+        scan: ScanResult | None = None
         for round_no in range(MAX_ROUNDS):
             scan = self.scan()
             actions = p.plan(plan_input(self.state, scan, skip=set(failed)))
@@ -237,7 +238,7 @@ class SyncEngine:
         else:
             summary.rounds = MAX_ROUNDS
             summary.settled = False
-        self._clean_partials()
+        self._clean_partials(scan)
         summary.failed = failed
         summary.unresolved_conflicts = sorted(
             c.path for c in self.state.conflicts().values() if not c.resolved
@@ -249,13 +250,17 @@ class SyncEngine:
         summary.elapsed_s = self._clock() - started
         return summary
 
-    def _clean_partials(self) -> None:
-        """Partial downloads nothing needs any more (the content changed again)."""
-        for partial in self.state.partial_downloads():
+    def _clean_partials(self, scan: ScanResult | None) -> None:
+        """Temporary download files nothing needs any more (after a settled pass)."""
+        leftovers = {d.temp for d in self.state.partial_downloads()}
+        if scan is not None:
+            leftovers.update(scan.partials)
+        for temp in leftovers:
             try:
-                (self.root / partial.temp).unlink()
+                resolve_inside(self.root, temp).unlink()
             except FileNotFoundError:
                 pass
-            except OSError:
+            except (OSError, UnsafePath):
                 continue
-            self.state.forget_download(partial.temp)
+            if self.state.has_partial_download(temp):
+                self.state.forget_download(temp)

@@ -93,6 +93,17 @@ def record_conflict(
     """Open (or update) the device's conflict at `path`; apply keep_both at once
     when the device asks for it and the client's version is at hand."""
     conflicts = ConflictRepository(writer.tx)
+    latest = conflicts.latest_for(device.id, path)
+    if (
+        latest is not None
+        and latest.status is ConflictStatus.RESOLVED
+        and latest.base_revision == base_revision
+        and latest.client == client
+    ):
+        # The same change reported again (a retry after a lost answer): the
+        # conflict it raised is already settled; settling it twice would save
+        # a second copy.
+        return latest
     server = _server_side(writer.items.at_path(writer.user_id, path))
     existing = conflicts.open_for(device.id, path)
     suggested = _free_conflict_path(writer, path, device.name, writer.now)

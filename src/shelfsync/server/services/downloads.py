@@ -7,6 +7,7 @@ blob store by content hash, so no client string reaches the file system.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass, replace
@@ -21,6 +22,8 @@ from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository
 
 __all__ = ["DownloadService", "DownloadTarget"]
+
+log = logging.getLogger("shelfsync.downloads")
 
 _NOT_FOUND = "no file at that path"
 
@@ -85,17 +88,24 @@ class DownloadService:
                 )
         if target.size == 0:
             return target
-        return _with_file(target, self._blobs.object_path(target.content_hash))
+        return self._with_file(target)
 
-
-def _with_file(target: DownloadTarget, file: Path) -> DownloadTarget:
-    try:
-        info = os.stat(file)
-    except FileNotFoundError as exc:
-        raise StorageFailure("the stored content is missing") from exc
-    except OSError as exc:
-        raise StorageFailure(f"content storage failed: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(info.st_mode) or info.st_size != target.size:
-        # Never send a body that disagrees with Content-Length and the ETag.
-        raise StorageFailure("the stored content does not match its record")
-    return replace(target, file=file)
+    def _with_file(self, target: DownloadTarget) -> DownloadTarget:
+        try:
+            file = self._blobs.object_path(target.content_hash)
+            info = os.stat(file)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "content %s of item %s is unreadable: %s", target.content_hash, target.item_id, exc
+            )
+            raise StorageFailure("the stored content is unavailable") from exc
+        if not stat.S_ISREG(info.st_mode) or info.st_size != target.size:
+            # Never send a body that disagrees with Content-Length and the ETag.
+            log.error(
+                "content %s is %d bytes on disk, %d on record",
+                target.content_hash,
+                info.st_size,
+                target.size,
+            )
+            raise StorageFailure("the stored content does not match its record")
+        return replace(target, file=file)

@@ -152,7 +152,7 @@ class FeedService:
             try:
                 page = await asyncio.to_thread(self.page, principal, cursor=cursor, limit=limit)
                 remaining = deadline - time.monotonic()
-                if page.changes or remaining <= 0:
+                if page.changes or page.has_more or remaining <= 0:
                     return page
                 await subscription.wait(min(remaining, FALLBACK_POLL_S))
             finally:

@@ -158,8 +158,8 @@ class ChunkReceiver:
         if self._claim is None:
             self._done = True
             # A repeat of a received chunk: fine with the same bytes, 409 with others
-            # (a deduplicated session needs no bytes, so there is nothing to compare).
-            if self._stored is not None and digests != self._stored:
+            # (a chunk recorded without digests has nothing to compare with).
+            if self._stored and digests != self._stored:
                 raise ChunkConflict(f"chunk {self.index} was already received with other bytes")
             return self._service.receipt(self.session.id, self.index)
         assert self._file is not None
@@ -242,7 +242,7 @@ class UploadService:
                 expires = now + self.limits.expiry
                 uploads.touch(existing.id, now=now, expires_at=expires)
                 return replace(existing, updated_at=now, expires_at=expires)
-            if uploads.count_pending(device.id) >= self.limits.max_sessions_per_device:
+            if uploads.count_pending(device.id, now=now) >= self.limits.max_sessions_per_device:
                 raise TooManySessions(
                     f"a device may hold {self.limits.max_sessions_per_device} live upload "
                     "sessions: complete or cancel some"
@@ -253,7 +253,7 @@ class UploadService:
             )
             if not held and self.limits.quota_bytes is not None:
                 used = contents.used_bytes(principal.user_id) + uploads.pending_bytes(
-                    principal.user_id
+                    principal.user_id, now=now
                 )
                 if used + size > self.limits.quota_bytes:
                     raise InsufficientStorage("this upload would exceed your storage quota")
@@ -262,6 +262,9 @@ class UploadService:
                 if block_hashes and not held
                 else {}
             )
+            # A held content's block digests, so that bytes sent anyway for its
+            # chunks are compared like any received chunk's (same 200, other 409).
+            held_blocks = contents.block_digests(content_hash) if held and size else []
         session = UploadSession(
             id=str(uuid.uuid4()),
             user_id=principal.user_id,
@@ -289,10 +292,16 @@ class UploadService:
             with self._db.write() as tx:
                 uploads = UploadRepository(tx)
                 uploads.insert(session)
+                per_chunk = planned // BLOCK_SIZE
                 for index in range(session.chunk_count) if held else ():
                     length = chunk_length(size=size, chunk_size=planned, index=index)
+                    part = held_blocks[index * per_chunk : (index + 1) * per_chunk]
                     uploads.mark_received(
-                        session.id, index, claim=None, size=length, block_digests=""
+                        session.id,
+                        index,
+                        claim=None,
+                        size=length,
+                        block_digests="".join(part) if len(held_blocks) == blocks else "",
                     )
                 for index, digests in reused.items():
                     length = chunk_length(size=size, chunk_size=planned, index=index)
@@ -382,9 +391,6 @@ class UploadService:
             if record is not None and record.received:
                 claim = None
                 stored = record.block_digests
-                if session.deduplicated:
-                    # No bytes were ever needed: accept what comes without comparing.
-                    stored = None
             elif (
                 record is not None
                 and record.claimed_at is not None

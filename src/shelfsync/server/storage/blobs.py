@@ -41,6 +41,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, with each new directory's entry fsynced into its parent, so a
+    power cut cannot lose a folder that a committed record depends on."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        _fsync_dir(folder.parent)
+
+
 @contextlib.contextmanager
 def _io_errors() -> Iterator[None]:
     """Disk full becomes 507, any other I/O failure 503: never a 500, never silent."""
@@ -165,7 +179,7 @@ class BlobStore:
                 return False
             if not source.is_file():
                 raise StorageFailure("the upload's data is missing")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(target.parent)
             with source.open("rb") as fh:
                 # Chunks were fdatasynced as they arrived; this covers size/metadata.
                 os.fsync(fh.fileno())
@@ -204,7 +218,7 @@ class BlobStore:
     def restore(self, content_hash: str, path: Path) -> None:
         target = self.object_path(content_hash)
         with _io_errors():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_dirs(target.parent)
             if target.exists():
                 path.unlink(missing_ok=True)
                 return

@@ -111,6 +111,23 @@ class ConflictRepository:
         )
         return _conflict(row) if row else None
 
+    def latest_for(self, device_id: str, path: str) -> Conflict | None:
+        """The device's most recent conflict at `path`, resolved or not."""
+        row = (
+            self._conn.execute(
+                sa.select(conflicts)
+                .where(
+                    conflicts.c.device_id == device_id,
+                    conflicts.c.path_hash == path_key(path),
+                )
+                .order_by(conflicts.c.detected_at.desc(), conflicts.c.id)
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return _conflict(row) if row else None
+
     def unresolved(self, user_id: str) -> list[Conflict]:
         rows = self._conn.execute(
             sa.select(conflicts)

@@ -106,6 +106,15 @@ class ContentRepository:
                 .on_conflict_do_nothing(index_elements=["content_hash", "block_index"])
             )
 
+    def block_digests(self, content_hash: str) -> list[str]:
+        """A stored content's block digests (hex), in order."""
+        rows = self._conn.execute(
+            sa.select(content_blocks.c.digest)
+            .where(content_blocks.c.content_hash == content_hash)
+            .order_by(content_blocks.c.block_index)
+        )
+        return [str(r[0]) for r in rows]
+
     def known_blocks(self, user_id: str, digests: set[str]) -> dict[str, tuple[str, int]]:
         """digest -> (content hash, block index) for blocks of content this user holds."""
         found: dict[str, tuple[str, int]] = {}

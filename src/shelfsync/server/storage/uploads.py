@@ -99,7 +99,8 @@ class UploadRepository:
         )
         return _session(row, self._received(row["id"])) if row else None
 
-    def count_pending(self, device_id: str) -> int:
+    def count_pending(self, device_id: str, *, now: datetime) -> int:
+        """Live sessions: pending and not yet past their expiry (even if unswept)."""
         return int(
             self._conn.execute(
                 sa.select(sa.func.count())
@@ -107,6 +108,7 @@ class UploadRepository:
                 .where(
                     upload_sessions.c.device_id == device_id,
                     upload_sessions.c.status == UploadStatus.PENDING.value,
+                    upload_sessions.c.expires_at > now,
                 )
             ).scalar_one()
         )
@@ -310,11 +312,12 @@ class UploadRepository:
         )
         return result.rowcount
 
-    def pending_bytes(self, user_id: str) -> int:
+    def pending_bytes(self, user_id: str, *, now: datetime) -> int:
         value = self._conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(upload_sessions.c.size), 0)).where(
                 upload_sessions.c.user_id == user_id,
                 upload_sessions.c.status == UploadStatus.PENDING.value,
+                upload_sessions.c.expires_at > now,
                 upload_sessions.c.deduplicated == sa.false(),
             )
         ).scalar_one()
