@@ -92,8 +92,14 @@ class Server:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                SHELFSYNC, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                "--log-level", "warning",
+                SHELFSYNC,
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--log-level",
+                "warning",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -161,7 +167,12 @@ class Device:
         return env
 
     def run(
-        self, *args: str, stdin: str | None = None, check: bool = True, timeout_s: float = 120, **env: str
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout_s: float = 120,
+        **env: str,
     ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [SHELFSYNC, *args],
@@ -181,8 +192,15 @@ class Device:
     def login(self, *extra: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.run(
-            "login", self.server.url, "--username", self.username, "--device-name", self.name,
-            "--password-stdin", *extra, stdin=f"{PASSWORD}\n",
+            "login",
+            self.server.url,
+            "--username",
+            self.username,
+            "--device-name",
+            self.name,
+            "--password-stdin",
+            *extra,
+            stdin=f"{PASSWORD}\n",
         )
 
     def sync(self, *extra: str, check: bool = True, **env: str) -> dict[str, Any]:

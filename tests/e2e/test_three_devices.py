@@ -100,7 +100,8 @@ def test_simultaneous_edits_keep_both_versions_everywhere(
     contents = sorted((c.folder / path).read_text() for path in library)
     assert contents == ["edited on A\n", "edited on B\n"]
     copy = next(p for p in library if p != "shared/report.txt")
-    assert copy.startswith("shared/report (conflict B ") and copy.endswith(").txt")
+    assert copy.startswith("shared/report (conflict B ")
+    assert copy.endswith(").txt")
 
 
 def test_local_delete_of_a_file_edited_elsewhere_brings_the_edit_back(
@@ -169,10 +170,12 @@ def test_status_shows_what_waits_and_logout_removes_the_device(
     a, b = make_device("A"), make_device("B")
     a.write("up.txt", "to upload\n")
     status = a.run("status", str(a.folder)).stdout
-    assert "to upload (1)" in status and "up.txt (new)" in status
+    assert "to upload (1)" in status
+    assert "up.txt (new)" in status
     a.sync()
     status = b.run("status", str(b.folder)).stdout
-    assert "to download (1)" in status and "behind the server by 1 change" in status
+    assert "to download (1)" in status
+    assert "behind the server by 1 change" in status
     b.sync()
     assert "in sync" in b.run("status", str(b.folder)).stdout
 

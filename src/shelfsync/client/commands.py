@@ -34,7 +34,17 @@ from shelfsync.client.transfer import Throttle, TransferSettings
 from shelfsync.client.watch import Watcher
 from shelfsync.protocol.devices import DeviceCreate, DeviceTypeName
 
-__all__ = ["EXIT_CONFLICTS", "EXIT_FAILED", "register"]
+__all__ = [
+    "EXIT_CONFLICTS",
+    "EXIT_FAILED",
+    "conflicts",
+    "login",
+    "logout",
+    "register",
+    "resolve",
+    "status",
+    "sync",
+]
 
 EXIT_FAILED = 1
 # In sync except for conflicts that wait for a person (`--conflicts manual`).

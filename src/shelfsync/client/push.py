@@ -85,43 +85,50 @@ class Pusher:
         reports += [a for a in actions if isinstance(a, p.ReportUpsert)]
         if not reports:
             return
-        conflicted, uploads = self._report(reports, scan, synced, self._state.remote(), out)
-        # The same content at several paths travels once: the others are
-        # reported again after it landed, and the server takes them from its store.
-        first: dict[str, UploadJob] = {}
+        remote_by_path = self._state.remote()
+        conflicted: list[_Conflicted] = []
+        # The same content at several paths travels once: the other paths are
+        # reported again once it landed, and the server takes them from its store.
+        sent: set[str] = set()
         again: list[Report] = []
-        for job in uploads:
-            if job.content_hash in first:
-                again.append(p.ReportUpsert(job.path, job.content_hash, job.base_revision))
-            else:
-                first[job.content_hash] = job
-        conflicted += self._upload(first.values(), scan, out)
-        if again:
-            more_conflicted, more_uploads = self._report(
-                again, scan, synced, self._state.remote(), out
+        for start in range(0, len(reports), REPORT_BATCH):
+            batch = reports[start : start + REPORT_BATCH]
+            found, uploads = self._report(batch, scan, synced, remote_by_path, out)
+            conflicted += found
+            fresh: list[UploadJob] = []
+            for job in uploads:
+                if job.content_hash in sent:
+                    again.append(p.ReportUpsert(job.path, job.content_hash, job.base_revision))
+                else:
+                    sent.add(job.content_hash)
+                    fresh.append(job)
+            # Upload before the next batch goes, so its repeats are known by then.
+            conflicted += self._upload(fresh, scan, out)
+        for start in range(0, len(again), REPORT_BATCH):
+            found, uploads = self._report(
+                again[start : start + REPORT_BATCH], scan, synced, remote_by_path, out
             )
-            conflicted += more_conflicted + self._upload(more_uploads, scan, out)
+            conflicted += found + self._upload(uploads, scan, out)
         self._settle_conflicts(conflicted, scan, out)
 
     def _report(
         self,
-        actions: list[Report],
+        batch: list[Report],
         scan: ScanResult,
         synced: dict[str, SyncedRecord],
         remote_by_path: dict[str, RemoteRecord],
         out: RoundOutcome,
     ) -> tuple[list[_Conflicted], list[UploadJob]]:
+        """One report request (at most REPORT_BATCH changes), results recorded."""
         conflicted: list[_Conflicted] = []
         uploads: list[UploadJob] = []
-        for start in range(0, len(actions), REPORT_BATCH):
-            batch = actions[start : start + REPORT_BATCH]
-            results = self._api.report([self._local_change(a, scan) for a in batch])
-            out.reported += len(batch)
-            with self._state.transaction():
-                for action, result in zip(batch, results, strict=True):
-                    self._on_result(
-                        action, result, scan, synced, remote_by_path, conflicted, uploads, out
-                    )
+        results = self._api.report([self._local_change(a, scan) for a in batch])
+        out.reported += len(batch)
+        with self._state.transaction():
+            for action, result in zip(batch, results, strict=True):
+                self._on_result(
+                    action, result, scan, synced, remote_by_path, conflicted, uploads, out
+                )
         return conflicted, uploads
 
     @staticmethod

@@ -53,7 +53,8 @@ TAGS = [
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     """Open the database; an empty or older one is brought to the current schema."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the database holds password and token hashes.
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings.content_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     if migrate:
