@@ -80,6 +80,8 @@ class ScanResult:
     records: list[LocalRecord] = field(default_factory=list)
     # Our temporary download files found on the way (on-disk names).
     partials: list[str] = field(default_factory=list)
+    # The rules this scan applied: remote paths they match are left alone too.
+    rules: IgnoreRules = field(default_factory=IgnoreRules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +126,8 @@ class Scanner:
     def scan(
         self, *, synced: Mapping[str, SyncedRecord], cache: Mapping[str, LocalRecord]
     ) -> ScanResult:
-        result = ScanResult()
         rules = IgnoreRules.for_folder(self.root)
+        result = ScanResult(rules=rules)
         aliases = {r.local: r.path for r in synced.values() if r.local != r.path}
         seen = self._walk(rules, aliases, result)
         self._hash(seen, cache=cache, result=result)

@@ -9,6 +9,7 @@ The engine owns the worker pools and must be closed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from shelfsync.client import plan as p
 from shelfsync.client.download import Downloader
-from shelfsync.client.errors import CursorExpired, UnsafePath
+from shelfsync.client.errors import CursorExpired, NotFound, UnsafePath, UploadGone
 from shelfsync.client.executor import Executor
 from shelfsync.client.http import ApiClient
 from shelfsync.client.localnames import LocalNamer, is_case_insensitive
@@ -50,14 +51,17 @@ class PassSummary:
 def plan_input(state: State, scan: ScanResult, *, skip: set[str]) -> p.PlanInput:
     """The three trees as plan.py wants them."""
     synced = state.synced()
+    remote = state.remote()
     blocked = scan.blocked
     skipped = set(skip) | {path for path in synced if is_blocked(path, blocked)}
+    # An ignored name is never downloaded, and never read as deleted here.
+    skipped |= {path for path in set(synced) | set(remote) if scan.rules.ignores_file(path)}
     return p.PlanInput(
         synced={k: p.Base(r.item_id, r.revision, r.content_hash) for k, r in synced.items()},
         local={k: f.content_hash for k, f in scan.files.items()},
         remote={
             k: p.RemoteItem(r.item_id, r.path, r.revision, r.content_hash)
-            for k, r in state.remote().items()
+            for k, r in remote.items()
         },
         local_moves=[(m.from_path, m.to_path) for m in scan.moves],
         conflicts={
@@ -238,7 +242,9 @@ class SyncEngine:
         else:
             summary.rounds = MAX_ROUNDS
             summary.settled = False
-        self._clean_partials(scan)
+        if summary.settled and not failed:
+            self._clean_partials(scan)
+            self._cancel_stale_uploads()
         summary.failed = failed
         summary.unresolved_conflicts = sorted(
             c.path for c in self.state.conflicts().values() if not c.resolved
@@ -249,6 +255,13 @@ class SyncEngine:
         self.state.set_meta("last_sync", str(time.time()))
         summary.elapsed_s = self._clock() - started
         return summary
+
+    def _cancel_stale_uploads(self) -> None:
+        """Sessions left by an interrupted run whose content nothing needs any more."""
+        for upload in self.state.pending_uploads():
+            with contextlib.suppress(NotFound, UploadGone):
+                self.api.cancel_upload(upload.session_id)
+            self.state.forget_upload(path=upload.path, content_hash=upload.content_hash)
 
     def _clean_partials(self, scan: ScanResult | None) -> None:
         """Temporary download files nothing needs any more (after a settled pass)."""
