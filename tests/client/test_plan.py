@@ -219,7 +219,7 @@ def scenarios(draw: st.DrawFn, *, keep_both: bool | None = None) -> Scenario:
     return Scenario(ModelDevice(local, synced), server, moves, modified)
 
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

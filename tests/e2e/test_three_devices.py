@@ -39,8 +39,11 @@ def test_create_edit_delete_move_and_folder_rename_on_three_devices(
     a.write("notes.txt", "v1\n")
     a.write("todo.txt", "buy milk\n")
     a.write("empty.txt", b"")
+    taken_ns = 1_500_000_000_123_000_000  # 2017, to the millisecond
+    os.utime(a.folder / "notes.txt", ns=(taken_ns, taken_ns))
     for device in (a, b, c):
         assert device.sync()["exit"] == 0
+    assert (c.folder / "notes.txt").stat().st_mtime_ns == taken_ns  # mtime restored
     before = item_ids(server, a)
     assert_all_agree(server, a, b, c)
 

@@ -7,7 +7,7 @@ status. `register(app)` adds them to the `shelfsync` Typer app (cli.py).
 
 from __future__ import annotations
 
-import json
+import os
 import platform
 import signal
 import socket
@@ -26,17 +26,21 @@ from shelfsync import __version__
 from shelfsync.client.config import DeviceConfig, delete_config, load_config, save_config
 from shelfsync.client.errors import ClientError, Unauthorized
 from shelfsync.client.http import ApiClient
-from shelfsync.client.progress import Reporter, format_bytes, make_reporter
+from shelfsync.client.progress import Reporter, make_reporter
 from shelfsync.client.state import State
 from shelfsync.client.status import folder_status
+from shelfsync.client.summary import (
+    EXIT_FAILED,
+    exit_status,
+    json_summary,
+    summary_line,
+)
 from shelfsync.client.sync import PassSummary, SyncEngine
 from shelfsync.client.transfer import Throttle, TransferSettings
 from shelfsync.client.watch import Watcher
 from shelfsync.protocol.devices import DeviceCreate, DeviceTypeName
 
 __all__ = [
-    "EXIT_CONFLICTS",
-    "EXIT_FAILED",
     "conflicts",
     "login",
     "logout",
@@ -45,10 +49,6 @@ __all__ = [
     "status",
     "sync",
 ]
-
-EXIT_FAILED = 1
-# In sync except for conflicts that wait for a person (`--conflicts manual`).
-EXIT_CONFLICTS = 3
 
 err = Console(stderr=True)
 out = Console()
@@ -171,64 +171,6 @@ def _folder(folder: Path | None, config: DeviceConfig) -> Path:
     return chosen.resolve()
 
 
-def _summary_line(summary: PassSummary, engine: SyncEngine) -> str:
-    c = engine.counters
-    parts = [f"{'in sync' if summary.settled and not summary.failed else 'synced'}"]
-    if c.uploaded_files or c.chunks_sent:
-        already = (
-            f", {c.chunks_already_there} already on the server" if c.chunks_already_there else ""
-        )
-        parts.append(
-            f"uploaded {c.uploaded_files} file(s), {format_bytes(c.uploaded_bytes)} "
-            f"in {c.chunks_sent} chunk(s){already}"
-        )
-    if c.downloaded_files or c.downloaded_bytes:
-        resumed = (
-            f", resumed after {format_bytes(c.resumed_download_bytes)}"
-            if c.resumed_download_bytes
-            else ""
-        )
-        parts.append(
-            f"downloaded {c.downloaded_files} file(s), {format_bytes(c.downloaded_bytes)}{resumed}"
-        )
-    return f"{'; '.join(parts)} ({summary.elapsed_s:.1f} s)"
-
-
-def _json_summary(summary: PassSummary, engine: SyncEngine) -> str:
-    c = engine.counters
-    return json.dumps(
-        {
-            "settled": summary.settled,
-            "rounds": summary.rounds,
-            "actions": summary.actions,
-            "failed": summary.failed,
-            "unresolved_conflicts": summary.unresolved_conflicts,
-            "pending_changes": summary.pending_changes,
-            "elapsed_s": round(summary.elapsed_s, 3),
-            "uploaded_files": c.uploaded_files,
-            "uploaded_bytes": c.uploaded_bytes,
-            "chunks_sent": c.chunks_sent,
-            "chunks_already_there": c.chunks_already_there,
-            "downloaded_files": c.downloaded_files,
-            "downloaded_bytes": c.downloaded_bytes,
-            "resumed_download_bytes": c.resumed_download_bytes,
-        }
-    )
-
-
-def _exit_status(summary: PassSummary, reporter: Reporter) -> int:
-    for path, why in sorted(summary.failed.items()):
-        reporter.warn(f"not synced: {path}: {why}")
-    if summary.failed or not summary.settled:
-        return EXIT_FAILED
-    if summary.unresolved_conflicts:
-        reporter.warn(
-            f"{len(summary.unresolved_conflicts)} conflict(s) wait for you: `shelfsync conflicts`"
-        )
-        return EXIT_CONFLICTS
-    return 0
-
-
 def sync(
     folder: FolderArg = None,
     watch: Annotated[
@@ -244,7 +186,7 @@ def sync(
         ),
     ] = None,
     parallel: Annotated[int, typer.Option(min=1, max=16, help="Chunks in flight at once.")] = 4,
-    json_summary: Annotated[
+    as_json: Annotated[
         bool, typer.Option("--json", help="Print a JSON summary of each pass on standard output.")
     ] = False,
 ) -> None:
@@ -269,14 +211,14 @@ def sync(
         ):
             try:
                 if watch:
-                    status = _watch(root, api, reporter, engine, json_summary)
+                    status = _watch(root, api, config, reporter, engine, as_json)
                 else:
                     summary = engine.run_pass()
                     reporter.close()
-                    if json_summary:
-                        out.print(_json_summary(summary, engine), highlight=False, soft_wrap=True)
-                    reporter.info(_summary_line(summary, engine))
-                    status = _exit_status(summary, reporter)
+                    if as_json:
+                        out.print(json_summary(summary, engine), highlight=False, soft_wrap=True)
+                    reporter.info(summary_line(summary, engine))
+                    status = exit_status(summary, reporter)
             finally:
                 reporter.close()
     raise typer.Exit(status)
@@ -285,21 +227,22 @@ def sync(
 def _watch(
     root: Path,
     api: ApiClient,
+    config: DeviceConfig,
     reporter: Reporter,
     engine: SyncEngine,
-    json_summary: bool,
+    as_json: bool,
 ) -> int:
     def on_summary(summary: PassSummary) -> None:
-        if json_summary:
-            out.print(_json_summary(summary, engine), highlight=False, soft_wrap=True)
+        if as_json:
+            out.print(json_summary(summary, engine), highlight=False, soft_wrap=True)
         if summary.actions:
-            reporter.info(_summary_line(summary, engine))
+            reporter.info(summary_line(summary, engine))
         for path, why in sorted(summary.failed.items()):
             reporter.warn(f"not synced: {path}: {why}")
 
     watcher = Watcher(
         root=root,
-        api=api,
+        poll_api=lambda: ApiClient(api.base_url, device_token=config.device_token),
         state=engine.state,
         reporter=reporter,
         run_pass=engine.run_pass,
@@ -307,8 +250,11 @@ def _watch(
     )
 
     def stop(_signum: int, _frame: object) -> None:
-        watcher.stop.set()
-        watcher._wake.set()
+        if watcher.stop.is_set():
+            # Asked twice: leave now. Transfers resume where they stopped.
+            os._exit(130)
+        reporter.info("stopping after the current pass (again to stop at once)")
+        watcher.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -6,6 +6,9 @@ walk, so a pass per burst of events is cheap and never misses a change):
 - remote changes through the long-poll feed (`GET /changes?wait=`), which
   answers within a second of a commit anywhere in the library.
 A periodic pass also runs as a safety net (a lost event, a server restart).
+The long poll has an HTTP client of its own, owned by its daemon thread, so
+stopping never waits for a poll in flight. While the server is unreachable,
+retries back off up to a minute.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ LONG_POLL_WAIT_S = 25.0
 _SAFETY_PASS_S = 300.0
 # Let a burst of events (a copy of many files, an editor's save dance) settle.
 _DEBOUNCE_MS = 400
-_RETRY_S = 5.0
+_FIRST_RETRY_S = 2.0
+_MAX_RETRY_S = 60.0
 
 
 class Watcher:
@@ -38,14 +42,14 @@ class Watcher:
         self,
         *,
         root: Path,
-        api: ApiClient,
+        poll_api: Callable[[], ApiClient],
         state: State,
         reporter: Reporter,
         run_pass: Callable[[], PassSummary],
         on_summary: Callable[[PassSummary], None],
     ) -> None:
         self._root = root.resolve()
-        self._api = api
+        self._poll_api = poll_api
         self._state = state
         self._reporter = reporter
         self._run_pass = run_pass
@@ -87,10 +91,14 @@ class Watcher:
             self._wake.set()
 
     def _long_poll(self) -> None:
+        with self._poll_api() as api:
+            self._poll_with(api)
+
+    def _poll_with(self, api: ApiClient) -> None:
+        delay_s = _FIRST_RETRY_S
         while not self.stop.is_set():
-            cursor = self._state.cursor
             try:
-                page = self._api.changes(cursor=cursor, limit=1, wait_s=LONG_POLL_WAIT_S)
+                page = api.changes(cursor=self._state.cursor, limit=1, wait_s=LONG_POLL_WAIT_S)
             except Unauthorized as exc:
                 self._reporter.warn(f"the server refused this device: {exc}")
                 self.stop.set()
@@ -100,13 +108,20 @@ class Watcher:
                 if self.stop.is_set():
                     return
                 self._reporter.warn(f"waiting for remote changes failed ({exc}); retrying")
-                self.stop.wait(_RETRY_S)
+                self.stop.wait(delay_s)
+                delay_s = min(delay_s * 2, _MAX_RETRY_S)
                 continue
+            delay_s = _FIRST_RETRY_S
             if page.changes and not self.stop.is_set():
                 # Wake the loop, and wait for its pass so we poll from the new cursor.
                 self._pass_done.clear()
                 self._wake.set()
                 self._pass_done.wait(timeout=LONG_POLL_WAIT_S)
+
+    def request_stop(self) -> None:
+        """Stop after the pass in progress (signal handlers call this)."""
+        self.stop.set()
+        self._wake.set()
 
     def run(self) -> int:
         """Until `stop` is set; the exit status (0, or 1 after a fatal error)."""
@@ -118,6 +133,7 @@ class Watcher:
             thread.start()
         self._reporter.info(f"watching {self._root} (Ctrl-C to stop)")
         status = 0
+        delay_s = _FIRST_RETRY_S
         next_safety = time.monotonic() + _SAFETY_PASS_S
         self._wake.set()  # a first pass at once
         while not self.stop.is_set():
@@ -132,16 +148,18 @@ class Watcher:
                 status = 1
                 break
             except ClientError as exc:
-                self._reporter.warn(f"sync failed ({exc}); retrying in {_RETRY_S:.0f} s")
-                self.stop.wait(_RETRY_S)
+                self._reporter.warn(f"sync failed ({exc}); retrying in {delay_s:.0f} s")
+                self.stop.wait(delay_s)
+                delay_s = min(delay_s * 2, _MAX_RETRY_S)
                 self._wake.set()
                 continue
             finally:
                 self._pass_done.set()
+            delay_s = _FIRST_RETRY_S
             self._on_summary(summary)
             next_safety = time.monotonic() + _SAFETY_PASS_S
         self.stop.set()
-        # The file watcher sees `stop` within its step; the long poll may still
-        # hang in a request: it is a daemon thread and its client closes after us.
+        # The file watcher sees `stop` within its step; the long poll may hang
+        # in a request for a while: a daemon thread, it is not waited for.
         threads[0].join(timeout=5)
         return status
