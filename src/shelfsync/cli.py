@@ -97,7 +97,15 @@ def serve(
         f"shelfsync {settings.resolved_database_url.split('://')[0]} "
         f"data in {settings.data_dir.resolve()}, listening on http://{host}:{port}"
     )
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        # Long-polls may hold requests for up to 55 s: do not let them delay a stop.
+        timeout_graceful_shutdown=5,
+    )
 
 
 @db_app.command("upgrade")

@@ -207,3 +207,27 @@ def test_wait_is_bounded_to_zero_to_fifty_five_seconds(library: LiveLibrary) -> 
             assert response.status_code == 200, response.text
             assert [c["path"] for c in response.json()["changes"]] == ["Music/song.flac"]
             assert elapsed_s < 5, "a wait with changes pending must not be held"
+
+
+def test_a_long_poll_whose_client_hangs_up_is_released_at_once(
+    app: FastAPI, library: LiveLibrary
+) -> None:
+    notifier = app.state.services.feed._notifier
+    host, port = library.base_url.removeprefix("http://").split(":")
+    token = library.reader["Authorization"]
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(
+            (
+                f"GET {CHANGES}?cursor=latest&wait=30 HTTP/1.1\r\n"
+                f"Host: {host}\r\nAuthorization: {token}\r\n\r\n"
+            ).encode()
+        )
+        deadline = time.monotonic() + 5
+        while notifier.waiting() == 0:
+            assert time.monotonic() < deadline, "the long-poll never started waiting"
+            time.sleep(0.02)
+    hung_up = time.monotonic()
+
+    while notifier.waiting() > 0:
+        assert time.monotonic() - hung_up < WAKE_BUDGET_S, "the abandoned poll is still held"
+        time.sleep(0.02)

@@ -7,6 +7,7 @@ status. `register(app)` adds them to the `shelfsync` Typer app (cli.py).
 
 from __future__ import annotations
 
+import enum
 import os
 import platform
 import signal
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -41,6 +42,7 @@ from shelfsync.client.watch import Watcher
 from shelfsync.protocol.devices import DeviceCreate, DeviceTypeName
 
 __all__ = [
+    "ConflictChoice",
     "conflicts",
     "login",
     "logout",
@@ -60,7 +62,7 @@ FolderArg = Annotated[
 ]
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> None:
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -73,6 +75,13 @@ def _client_errors() -> Iterator[None]:
         _fail(f"the server refused this device ({exc}): run `shelfsync login` again")
     except ClientError as exc:
         _fail(str(exc))
+
+
+class ConflictChoice(enum.StrEnum):
+    """`shelfsync login --conflicts`: the device's conflict policy (protocol section 5)."""
+
+    KEEP_BOTH = "keep_both"  # settled at once: the local version saved beside
+    MANUAL = "manual"  # left for `shelfsync resolve`; nothing local changes meanwhile
 
 
 def _device_type() -> DeviceTypeName:
@@ -102,16 +111,14 @@ def login(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     conflicts: Annotated[
-        str,
+        ConflictChoice,
         typer.Option(
             help="keep_both: keep both versions at once (a conflict copy); "
             "manual: leave conflicts for `shelfsync resolve`."
         ),
-    ] = "keep_both",
+    ] = ConflictChoice.KEEP_BOTH,
 ) -> None:
     """Register this machine as a device; only its device token is kept (mode 0600)."""
-    if conflicts not in ("keep_both", "manual"):
-        _fail("--conflicts must be keep_both or manual")
     with _client_errors():
         try:
             existing = load_config()
@@ -132,10 +139,13 @@ def login(
             device_type=_device_type(),
             os=_os_name()[:100],
             client_version=f"shelfsync {__version__}",
-            conflict_policy="manual" if conflicts == "manual" else "keep_both",
+            conflict_policy=conflicts.value,
         )
         with ApiClient(url) as api:
-            tokens = api.login(username=name, password=password)
+            try:
+                tokens = api.login(username=name, password=password)
+            except Unauthorized:
+                _fail(f"wrong user name or password for {name!r} on {api.base_url}")
             registered = api.register_device(access_token=tokens.access_token, device=device)
         path = save_config(
             DeviceConfig(
@@ -165,7 +175,6 @@ def _folder(folder: Path | None, config: DeviceConfig) -> Path:
     chosen = folder if folder is not None else (Path(config.folder) if config.folder else None)
     if chosen is None:
         _fail("which folder? `shelfsync sync FOLDER` (it is remembered for next time)")
-    assert chosen is not None
     if not chosen.is_dir():
         _fail(f"{chosen} is not a directory")
     return chosen.resolve()

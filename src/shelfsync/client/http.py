@@ -79,7 +79,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
 class RetryPolicy:
     """How often and how long to retry; `attempts` counts the first try."""
 
-    attempts: int = 6
+    attempts: int = 5
     first_delay_s: float = 0.5
     max_delay_s: float = 15.0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from shelfsync.protocol.sync import (
     AckRequest,
@@ -24,6 +26,14 @@ from shelfsync.server.domain.conflicts import Resolution
 __all__ = ["router"]
 
 router = APIRouter(tags=["sync"])
+
+# nginx's convention for "the client closed the connection before the answer".
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.post(
@@ -49,6 +59,7 @@ def report(
     },
 )
 async def changes(
+    request: Request,
     principal: CurrentPrincipal,
     services: ServicesDep,
     cursor: Annotated[
@@ -59,8 +70,24 @@ async def changes(
     wait: Annotated[
         float, Query(ge=0, le=55, description="Seconds to hold the request while nothing is new")
     ] = 0,
-) -> ChangesResponse:
-    page = await services.feed.wait_page(principal, cursor=cursor, limit=limit, wait_s=wait)
+) -> ChangesResponse | Response:
+    if wait > 0:
+        # A long-poll whose client went away must not hold its slot (or a
+        # graceful shutdown) until the wait ends.
+        waiter = asyncio.ensure_future(
+            services.feed.wait_page(principal, cursor=cursor, limit=limit, wait_s=wait)
+        )
+        gone = asyncio.ensure_future(_until_disconnected(request))
+        done, _ = await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        gone.cancel()
+        page = waiter.result()
+    else:
+        page = await services.feed.wait_page(principal, cursor=cursor, limit=limit, wait_s=0)
     return ChangesResponse(
         changes=[change_out(item) for item in page.changes],
         cursor=page.cursor,
