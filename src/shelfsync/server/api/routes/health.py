@@ -26,12 +26,13 @@ def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the database is reachable",
+    summary="Readiness: the database and the content store are reachable",
     response_model=Health,
     responses={200: {"description": "Ready"}, **problems(503)},
 )
 def readyz(services: ServicesDep) -> Health:
     services.db.ping()
+    services.blobs.ping()
     return Health()
 
 
