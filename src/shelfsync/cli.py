@@ -105,6 +105,13 @@ def serve(
         access_log=False,
         # Long-polls may hold requests for up to 55 s: do not let them delay a stop.
         timeout_graceful_shutdown=5,
+        # Idle keep-alive connections go after this long (a slow body is cut
+        # by the app's own idle timeout, api/limits.py).
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        # The h11 parser buffers at most this much of an incomplete request
+        # head (then answers 400 itself); with httptools the app's own header
+        # limit answers 431.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from shelfsync import __version__
 from shelfsync.server.api.dependencies import Services
 from shelfsync.server.api.errors import install_error_handlers
+from shelfsync.server.api.limits import RequestLimits, RequestLimitsMiddleware
 from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics
 from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
 from shelfsync.server.api.routes import auth, devices, download, health, sync, upload
@@ -167,6 +168,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Inside the metrics middleware, so its 413/431/408 answers are counted.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        limits=RequestLimits(
+            max_body_bytes=settings.max_json_body_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            body_idle_timeout_s=settings.body_idle_timeout_s,
+        ),
+    )
     app.add_middleware(
         MetricsMiddleware,
         metrics=app.state.metrics,

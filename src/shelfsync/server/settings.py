@@ -31,6 +31,14 @@ class Settings:
     max_sessions_per_device: int = 64
     quota_bytes: int | None = None
     upload_expiry_s: int = 24 * 3600
+    # Request limits (api/limits.py): JSON bodies (chunk PUTs are bounded by
+    # their chunk length), all header bytes together, and how long a body may
+    # stall before the request is answered 408.
+    max_json_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    body_idle_timeout_s: float = 60.0
+    # uvicorn closes an idle keep-alive connection after this long.
+    keep_alive_timeout_s: int = 5
 
     @property
     def resolved_database_url(self) -> str:
@@ -70,8 +78,13 @@ class Settings:
             ("max_sessions_per_device", "SHELFSYNC_MAX_SESSIONS_PER_DEVICE"),
             ("quota_bytes", "SHELFSYNC_QUOTA_BYTES"),
             ("upload_expiry_s", "SHELFSYNC_UPLOAD_EXPIRY_S"),
+            ("max_json_body_bytes", "SHELFSYNC_MAX_JSON_BODY_BYTES"),
+            ("max_header_bytes", "SHELFSYNC_MAX_HEADER_BYTES"),
+            ("keep_alive_timeout_s", "SHELFSYNC_KEEP_ALIVE_TIMEOUT_S"),
         ):
             if key in env:
                 values[name] = int(env[key])
+        if "SHELFSYNC_BODY_IDLE_TIMEOUT_S" in env:
+            values["body_idle_timeout_s"] = float(env["SHELFSYNC_BODY_IDLE_TIMEOUT_S"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

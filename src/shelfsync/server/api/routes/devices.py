@@ -41,7 +41,7 @@ DeviceId = Annotated[str, Path(alias="id", max_length=64, description="Device ID
     "/devices",
     summary="List user's sync devices",
     response_model=DeviceList,
-    responses={200: {"description": "List of devices"}, **problems(401, 503)},
+    responses={200: {"description": "List of devices"}, **problems(400, 401, 403, 503)},
 )
 def list_devices(principal: CurrentPrincipal, services: ServicesDep) -> DeviceList:
     return DeviceList(devices=[_out(services, s) for s in services.devices.list(principal)])
@@ -51,7 +51,7 @@ def list_devices(principal: CurrentPrincipal, services: ServicesDep) -> DeviceLi
     "/devices",
     summary="Register a new sync device",
     response_model=DeviceRegistered,
-    responses={200: {"description": "Device registered"}, **problems(400, 401, 503)},
+    responses={200: {"description": "Device registered"}, **problems(400, 401, 403, 503)},
 )
 def register_device(
     body: DeviceCreate, principal: CurrentPrincipal, services: ServicesDep

@@ -115,7 +115,7 @@ def ack(body: AckRequest, principal: CurrentPrincipal, services: ServicesDep) ->
     "/conflicts",
     summary="List unresolved conflicts",
     response_model=ConflictList,
-    responses={200: {"description": "Unresolved conflicts"}, **problems(401, 403, 503)},
+    responses={200: {"description": "Unresolved conflicts"}, **problems(400, 401, 403, 503)},
 )
 def list_conflicts(principal: CurrentPrincipal, services: ServicesDep) -> ConflictList:
     return ConflictList(

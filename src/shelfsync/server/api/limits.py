@@ -1,0 +1,131 @@
+"""Request size and pace limits as a pure ASGI middleware.
+
+- Headers larger than `max_header_bytes` in all → 431 (RFC 6585 section 5).
+  uvicorn's h11 parser bounds what it buffers (`h11_max_incomplete_event_size`,
+  set by `shelfsync serve`), but its httptools parser has no limit of its own,
+  so the total is checked here, before any route runs.
+- Bodies other than chunk PUTs (JSON, at most `max_body_bytes`): a larger
+  `Content-Length` → 413 before a byte is read; a chunked body is counted as
+  it streams and answered 413 the moment it passes the limit. Chunk PUTs are
+  bounded by their chunk's length (the upload service refuses more).
+- A body that stalls (no bytes for `body_idle_timeout_s`) → 408: a client that
+  trickles cannot hold a request (or a chunk claim) forever. The wait applies
+  only while the body is incomplete; once it has ended, `receive` waits for a
+  disconnect as long as it likes (long-polls rely on that).
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed bodies pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shelfsync.server.api.errors import problem_response
+
+__all__ = ["CHUNK_PATH", "RequestLimits", "RequestLimitsMiddleware"]
+
+# A chunk PUT (`.../upload/{id}/chunks/{index}`), at either prefix.
+CHUNK_PATH = re.compile(r"/upload/[^/]+/chunks/[^/]+/?\Z")
+
+_CLOSE = {"Connection": "close"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    max_body_bytes: int
+    max_header_bytes: int
+    body_idle_timeout_s: float
+
+
+class RequestLimitsMiddleware:
+    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in headers)
+        if header_bytes > self.limits.max_header_bytes:
+            response = problem_response(
+                431,
+                "headers_too_large",
+                f"request headers may hold at most {self.limits.max_header_bytes} bytes",
+                headers=_CLOSE,
+            )
+            await response(scope, receive, send)
+            return
+        bounded = not (scope["method"] == "PUT" and CHUNK_PATH.search(scope["path"]))
+        if bounded:
+            declared = _content_length(headers)
+            if declared == -1:
+                response = problem_response(
+                    400, "invalid_request", "Content-Length must be a number", headers=_CLOSE
+                )
+                await response(scope, receive, send)
+                return
+            if declared is not None and declared > self.limits.max_body_bytes:
+                response = self._too_large()
+                await response(scope, receive, send)
+                return
+        await self.app(scope, self._receiver(receive, bounded=bounded), send)
+
+    def _too_large(self) -> JSONResponse:
+        return problem_response(
+            413,
+            "too_large",
+            f"request bodies may be at most {self.limits.max_body_bytes} bytes",
+            headers=_CLOSE,
+        )
+
+    def _receiver(self, receive: Receive, *, bounded: bool) -> Receive:
+        limit = self.limits.max_body_bytes
+        timeout_s = self.limits.body_idle_timeout_s
+        received = 0
+        body_done = False
+
+        async def wrapped() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout_s)
+            except TimeoutError as exc:
+                body_done = True
+                raise HTTPException(
+                    408, f"no request body bytes for {timeout_s:g} s", headers=_CLOSE
+                ) from exc
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                body_done = True
+            if bounded and received > limit:
+                body_done = True
+                raise HTTPException(
+                    413, f"request bodies may be at most {limit} bytes", headers=_CLOSE
+                )
+            return message
+
+        return wrapped
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The declared length; None when absent, -1 when not a number."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            text = value.strip()
+            if not text.isdigit():
+                return -1
+            # More digits than any real body: too large, without parsing them.
+            return int(text) if len(text) <= 18 else 10**18
+    return None
