@@ -185,6 +185,10 @@ class BlobStore:
                 os.fsync(fh.fileno())
             os.rename(source, target)
             _fsync_dir(target.parent)
+            # The fan-out folders too, every time: an earlier commit that created
+            # them may have failed before their entries were synced.
+            _fsync_dir(target.parent.parent)
+            _fsync_dir(self.objects)
             _fsync_dir(self.uploads)
         return True
 
