@@ -22,8 +22,11 @@ serve: $(STAMP)
 	$(BIN)/shelfsync serve
 
 # The whole suite: style, types, layer contracts, then every test.
+# The PostgreSQL restart test stops the cluster under everyone using it, so it
+# runs alone, after the parallel run (either failing fails `make test`).
 test: $(STAMP) pg sysdeps lint typecheck contracts
-	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 -m "not pg_restart" -p no:cacheprovider
+	$(BIN)/python -m pytest -m pg_restart -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)
@@ -48,6 +51,13 @@ sysdeps:
 	  echo "installing:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	  || { echo "could not install$$missing"; exit 1; }; fi
+
+# Long runs, not part of `make test`: 100 simulated devices against one server
+# (SQLite, then PostgreSQL; SOAK_ARGS, e.g. "--duration 60"), then 50 kill -9s.
+SOAK_ARGS ?=
+soak: $(STAMP) pg
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+	SHELFSYNC_KILL_LOOPS=50 $(BIN)/python -m pytest -p no:cacheprovider -s tests/e2e/test_kill_loop.py
 
 docs: $(STAMP)
 	$(BIN)/python -m shelfsync.server.apidocs docs/api
