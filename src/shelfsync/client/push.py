@@ -109,7 +109,7 @@ class Pusher:
                 again[start : start + REPORT_BATCH], scan, synced, remote_by_path, out
             )
             conflicted += found + self._upload(uploads, scan, out)
-        self._settle_conflicts(conflicted, scan, out)
+        self._settle_conflicts(conflicted, scan, out, uploaded=sent)
 
     def _report(
         self,
@@ -276,9 +276,21 @@ class Pusher:
         return conflicted
 
     def _settle_conflicts(
-        self, conflicted: list[_Conflicted], scan: ScanResult, out: RoundOutcome
+        self,
+        conflicted: list[_Conflicted],
+        scan: ScanResult,
+        out: RoundOutcome,
+        *,
+        uploaded: set[str],
     ) -> None:
-        """Make sure the server holds each conflicting local version, then note them."""
+        """Make sure the server holds each conflicting local version, then note them.
+
+        A conflict reported while its content was still missing, whose content
+        another path uploaded since (`uploaded`: the same content travels
+        once), is completed too: the server holds the bytes by now, so
+        `complete` sends none, but only then does it attach them to the
+        conflict and settle it under keep_both.
+        """
         if not conflicted:
             return
         open_ = {c.id: c for c in self._api.conflicts()}
@@ -287,7 +299,7 @@ class Pusher:
             for c in conflicted
             if c.upload is not None
             and c.conflict_id in open_
-            and not open_[c.conflict_id].client.content_available
+            and (not open_[c.conflict_id].client.content_available or c.local_hash in uploaded)
         ]
         if needs_bytes:
             # Same path and base revision: `complete` lands it as the conflict's
