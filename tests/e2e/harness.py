@@ -26,7 +26,15 @@ import httpx
 
 from shelfsync.content_hash import hash_file
 
-__all__ = ["PASSWORD", "Device", "Server", "folder_tree", "free_port", "wait_until"]
+__all__ = [
+    "PASSWORD",
+    "Device",
+    "Server",
+    "folder_tree",
+    "free_port",
+    "server_env",
+    "wait_until",
+]
 
 PASSWORD = "e2e-password-123"
 SHELFSYNC = str(Path(sys.executable).parent / "shelfsync")
@@ -36,6 +44,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    """The environment for a test's server or CLI: only flags decide where data
+    goes, while the suite's cheap argon2 cost is kept."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SHELFSYNC_") or k.startswith("SHELFSYNC_ARGON2_")
+    }
 
 
 def wait_until(predicate: Any, *, timeout_s: float, step_s: float = 0.05, what: str = "") -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.users import UserRepository
+from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -55,13 +55,6 @@ def _tool(name: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not installed: run `make sysdeps`")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until_up(base_url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -121,7 +114,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         capture_output=True,
         timeout=60,
     )
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     with log.open("wb") as out:

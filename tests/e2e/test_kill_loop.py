@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import pytest
 
 from shelfsync.content_hash import EMPTY_HASH, hash_bytes, hash_file
 from shelfsync.server.storage.blobs import BlobStore
+from tests.e2e.harness import free_port, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -55,22 +55,6 @@ SEED = int(os.environ.get("SHELFSYNC_KILL_SEED", "20261126"))
 RESOLUTIONS = ("keep_server", "keep_both", "keep_client")
 
 Json = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    # Only the flags decide where data goes; the cheap test hashing cost stays.
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SHELFSYNC_") or k.startswith("SHELFSYNC_ARGON2_")
-    }
 
 
 class Server:
@@ -92,13 +76,13 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [SHELFSYNC, "serve", "--port", str(port), "--log-level", "warning", *self.target],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env=server_env(),
             )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -127,7 +111,7 @@ class Server:
             input=PASSWORD + "\n",
             capture_output=True,
             text=True,
-            env=_env(),
+            env=server_env(),
             timeout=60,
             check=False,
         )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ import pytest
 
 from shelfsync.content_hash import EMPTY_HASH
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.e2e.harness import free_port, server_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.pg_restart]
 
@@ -50,22 +50,6 @@ START_TIMEOUT_S = 30.0
 OUTAGE_S = 2.0
 RECOVERY_DEADLINE_S = 30.0
 ROUNDS_AFTER_RECOVERY = 10
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    # Only the flags decide where data goes; the cheap test hashing cost stays.
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SHELFSYNC_") or k.startswith("SHELFSYNC_ARGON2_")
-    }
 
 
 def _cluster(action: str) -> None:
@@ -127,19 +111,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
         input=PASSWORD + "\n",
         capture_output=True,
         text=True,
-        env=_env(),
+        env=server_env(),
         timeout=60,
         check=False,
     )
     assert added.returncode == 0, added.stderr
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [SHELFSYNC, "serve", "--host", "127.0.0.1", "--port", str(port), *target],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env=server_env(),
         )
     served = Served(process, f"http://127.0.0.1:{port}", database_url, log_path)
     try:

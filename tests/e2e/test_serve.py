@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
+from tests.e2e.harness import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +23,6 @@ SHELFSYNC = str(Path(sys.executable).with_name("shelfsync"))
 PASSWORD = "correct horse battery"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env() -> dict[str, str]:
@@ -85,7 +78,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     if request.param == "postgresql":
         pg_name = create_pg_database()
         target += ["--database-url", f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{pg_name}"]
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

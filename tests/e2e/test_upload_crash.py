@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.tables import contents, upload_chunks
 from tests.conftest import create_pg_database, drop_pg_database
+from tests.e2e.harness import free_port, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -50,22 +50,6 @@ CHUNK = 4 * MIB
 START_TIMEOUT_S = 30.0
 
 Json = dict[str, Any]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _env() -> dict[str, str]:
-    # Only the flags decide where data goes; the cheap test hashing cost stays.
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SHELFSYNC_") or k.startswith("SHELFSYNC_ARGON2_")
-    }
 
 
 def payload(size: int, seed: int) -> bytes:
@@ -95,14 +79,14 @@ class Node:
         return self.log_path.read_text(errors="replace")
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [SHELFSYNC, "serve", "--port", str(port), "--log-level", "warning", *self.target],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_env(),
+                env=server_env(),
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -130,7 +114,7 @@ class Node:
             input=PASSWORD + "\n",
             capture_output=True,
             text=True,
-            env=_env(),
+            env=server_env(),
             timeout=60,
             check=False,
         )

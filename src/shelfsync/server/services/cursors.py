@@ -32,11 +32,6 @@ class Cursor:
     seq: int
     snapshot_seq: int = 0
 
-    @property
-    def position(self) -> int:
-        """The feed position a device holding this cursor has fully seen."""
-        return self.seq
-
 
 class CursorCodec:
     def __init__(self, secret: bytes) -> None:

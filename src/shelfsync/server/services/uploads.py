@@ -53,7 +53,12 @@ from shelfsync.server.domain.uploads import (
 from shelfsync.server.services.auth import AuthService, Principal
 from shelfsync.server.services.library_writer import LibraryWriter
 from shelfsync.server.services.notifier import ChangeNotifier
-from shelfsync.server.services.report import LocalChange, ReportResult, ReportService
+from shelfsync.server.services.report import (
+    LocalChange,
+    ReportResult,
+    ReportService,
+    ReportStatus,
+)
 from shelfsync.server.storage.blobs import BlobStore, ChunkFile
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.devices import DeviceRepository
@@ -433,7 +438,7 @@ class UploadService:
             ):
                 raise ChunkConflict(f"chunk {index} was taken over by another request")
             uploads.touch(session.id, now=now, expires_at=now + self.limits.expiry)
-            received = len(uploads.get(session.id).received)  # type: ignore[union-attr]
+            received = uploads.received_count(session.id)
         return ChunkReceipt(index, size, received, session.chunk_count)
 
     def receipt(self, session_id: str, index: int) -> ChunkReceipt:
@@ -555,8 +560,6 @@ def _result_to(result: ReportResult) -> dict[str, Any]:
 
 
 def _result_from(data: dict[str, Any]) -> ReportResult:
-    from shelfsync.server.services.report import ReportStatus
-
     return ReportResult(
         path=data["path"],
         status=ReportStatus(data["status"]),

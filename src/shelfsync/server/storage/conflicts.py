@@ -147,15 +147,6 @@ class ConflictRepository:
             conflicts.update().where(conflicts.c.id == conflict.id).values(**_values(conflict))
         )
 
-    def client_hashes(self, user_id: str) -> set[str]:
-        """Content hashes that conflicts keep alive (for garbage collection)."""
-        rows = self._conn.execute(
-            sa.select(conflicts.c.client_content_hash)
-            .where(conflicts.c.user_id == user_id, conflicts.c.client_content_hash.is_not(None))
-            .distinct()
-        )
-        return {str(r[0]) for r in rows}
-
     def purge_resolved(self, user_id: str, *, resolved_before: Any) -> int:
         result = self._conn.execute(
             conflicts.delete().where(

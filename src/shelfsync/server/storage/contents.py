@@ -199,6 +199,3 @@ class ContentRepository:
             content_blocks.delete().where(content_blocks.c.content_hash == content_hash)
         )
         self._conn.execute(contents.delete().where(contents.c.content_hash == content_hash))
-
-    def all_hashes(self) -> set[str]:
-        return {str(r[0]) for r in self._conn.execute(sa.select(contents.c.content_hash))}

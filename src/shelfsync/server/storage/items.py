@@ -94,7 +94,7 @@ class LibraryCounters:
         )
 
 
-def _item_values(item: Item, *, now: datetime) -> dict[str, Any]:
+def _item_values(item: Item) -> dict[str, Any]:
     return {
         "id": item.id,
         "user_id": item.user_id,
@@ -143,10 +143,10 @@ class ItemRepository:
         return _item(row) if row else None
 
     def insert(self, item: Item, *, now: datetime) -> None:
-        self._conn.execute(items.insert().values(created_at=now, **_item_values(item, now=now)))
+        self._conn.execute(items.insert().values(created_at=now, **_item_values(item)))
 
     def replace(self, item: Item, *, now: datetime) -> None:
-        values = _item_values(item, now=now)
+        values = _item_values(item)
         del values["id"]
         self._conn.execute(items.update().where(items.c.id == item.id).values(**values))
 

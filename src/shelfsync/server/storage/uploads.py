@@ -71,6 +71,9 @@ class UploadRepository:
         )
         return [int(r[0]) for r in rows]
 
+    def received_count(self, session_id: str) -> int:
+        return len(self._received(session_id))
+
     def get(self, session_id: str, *, lock: bool = False) -> UploadSession | None:
         stmt = sa.select(upload_sessions).where(upload_sessions.c.id == session_id)
         if lock:
