@@ -44,14 +44,16 @@ def test_killed_upload_resumes_without_resending_acknowledged_chunks(
         wait_until(lambda: len(received()) >= 2, timeout_s=60, what="two chunks on the server")
         process.kill()  # SIGKILL: no cleanup of any kind
         process.wait()
-        # A chunk whose bytes were all on the wire may still land just after.
+        # A chunk whose bytes were all on the wire may still land just after
+        # (on a loaded machine its fdatasync can take seconds): wait for the
+        # session to stay unchanged for two seconds.
         settled: list[list[int]] = [received()]
 
         def stable() -> bool:
             settled.append(received())
-            return settled[-1] == settled[-2]
+            return len(settled) >= 5 and all(s == settled[-1] for s in settled[-5:])
 
-        wait_until(stable, timeout_s=10, step_s=0.5, what="the session to settle")
+        wait_until(stable, timeout_s=30, step_s=0.5, what="the session to settle")
         session = client.get(f"/api/v1/sync/upload/{sid}").json()
     held = session["received"]
     assert session["status"] == "pending"
@@ -60,10 +62,17 @@ def test_killed_upload_resumes_without_resending_acknowledged_chunks(
 
     summary = a.sync()
     # Every chunk the server acknowledged stayed there; only the rest travelled.
-    assert summary["chunks_already_there"] == len(held)
-    assert summary["chunks_sent"] == count - len(held)
+    # A straggler that landed after the snapshot counts as already there too.
+    there, sent = summary["chunks_already_there"], summary["chunks_sent"]
+    assert there >= len(held)
+    assert there <= len(held) + 1, (summary, held)
+    assert there + sent == count
     missing = [i for i in range(count) if i not in held]
-    assert summary["uploaded_bytes"] == sum(min(chunk_size, SIZE - i * chunk_size) for i in missing)
+    missing_bytes = sum(min(chunk_size, SIZE - i * chunk_size) for i in missing)
+    if there == len(held):
+        assert summary["uploaded_bytes"] == missing_bytes
+    else:
+        assert missing_bytes - chunk_size <= summary["uploaded_bytes"] < missing_bytes
     with a.api() as client:
         assert client.get(f"/api/v1/sync/upload/{sid}").json()["status"] == "completed"
     b.sync()
