@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +52,14 @@ DatabaseUrl = Annotated[
 ]
 
 
+_FACTORY = "shelfsync.server.app:create_app_from_env"
+
+
+class AsgiServer(enum.StrEnum):
+    UVICORN = "uvicorn"
+    GRANIAN = "granian"
+
+
 def _settings(data_dir: Path | None, database_url: str | None, **extra: object) -> Settings:
     return Settings.from_env(data_dir=data_dir, database_url=database_url, **extra)
 
@@ -76,31 +86,72 @@ def serve(
     port: Annotated[int, typer.Option(envvar="SHELFSYNC_PORT", help="Port to listen on.")] = 8080,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="SHELFSYNC_WORKERS",
+            help="Server processes on this port (more than one needs PostgreSQL).",
+        ),
+    ] = 1,
+    server: Annotated[
+        AsgiServer,
+        typer.Option(envvar="SHELFSYNC_SERVER", help="The HTTP server that runs the app."),
+    ] = AsgiServer.UVICORN,
     log_level: Annotated[
         str, typer.Option(envvar="SHELFSYNC_LOG_LEVEL", help="debug, info, warning, error.")
     ] = "info",
 ) -> None:
     """Run the server (creates the schema and the signing secret on first start)."""
-    import uvicorn
-
-    from shelfsync.server.app import create_app
+    from shelfsync.server.app import create_app, open_database, prepare_secret
 
     settings = _settings(data_dir, database_url, host=host, port=port)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    url = settings.resolved_database_url
+    if workers > 1 and url.startswith("sqlite"):
+        _fail(
+            "SQLite is served by one process; for --workers above 1 use PostgreSQL "
+            "(--database-url postgresql://USER@HOST/DB)",
+            code=2,
+        )
+    in_process = workers == 1 and server is AsgiServer.UVICORN
     try:
-        application = create_app(settings)
+        if in_process:
+            application = create_app(settings)
+        else:
+            # Migrate and make the secret once, here, before the workers race for it.
+            open_database(settings).dispose()
+            prepare_secret(settings)
     except ShelfsyncError as exc:
         _fail(exc.detail)
     console.print(
-        f"shelfsync {settings.resolved_database_url.split('://')[0]} "
-        f"data in {settings.data_dir.resolve()}, listening on http://{host}:{port}"
+        f"shelfsync {url.split('://')[0]} data in {settings.data_dir.resolve()}, "
+        f"listening on http://{host}:{port} ({server.value}, {workers} "
+        f"process{'es' if workers > 1 else ''})"
     )
+    if in_process:
+        _run_uvicorn(application, settings, workers=1, log_level=log_level)
+        return
+    # Each worker process builds its own app from the environment.
+    os.environ["SHELFSYNC_DATA_DIR"] = str(settings.data_dir.resolve())
+    os.environ["SHELFSYNC_DATABASE_URL"] = url
+    if server is AsgiServer.GRANIAN:
+        _run_granian(settings, workers=workers, log_level=log_level)
+    else:
+        _run_uvicorn(_FACTORY, settings, workers=workers, log_level=log_level)
+
+
+def _run_uvicorn(target: object, settings: Settings, *, workers: int, log_level: str) -> None:
+    import uvicorn
+
     uvicorn.run(
-        application,
-        host=host,
-        port=port,
+        target,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        factory=workers > 1,
         log_level=log_level,
         access_log=False,
         # Long-polls may hold requests for up to 55 s: do not let them delay a stop.
@@ -113,6 +164,26 @@ def serve(
         # limit answers 431.
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+
+
+def _run_granian(settings: Settings, *, workers: int, log_level: str) -> None:
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        _FACTORY,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        log_level=LogLevels(log_level.lower()),
+        log_access=False,
+        respawn_failed_workers=True,
+        # Long-polls may hold requests for up to 55 s: do not let them delay a stop.
+        workers_kill_timeout=5,
+    ).serve()
 
 
 @db_app.command("upgrade")

@@ -63,6 +63,16 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     return db
 
 
+def prepare_secret(settings: Settings) -> None:
+    """Create the signing secret now if it does not exist yet."""
+    load_or_create_secret(settings.secret_path)
+
+
+def create_app_from_env() -> FastAPI:
+    """The app as a server worker process builds it (settings from SHELFSYNC_*)."""
+    return create_app(Settings.from_env())
+
+
 def build_services(settings: Settings, db: Database) -> Services:
     passwords = PasswordHasher(
         time_cost=settings.argon2_time_cost, memory_cost_kib=settings.argon2_memory_kib
