@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -94,9 +94,21 @@ def serve(
             help="Server processes on this port (more than one needs PostgreSQL).",
         ),
     ] = 1,
+    # Default chosen by measurement (bench/transfer.py and bench/longpoll.py run
+    # both servers in one go; figures in docs/benchmarks.md). granian moves large
+    # files faster (whole files go out with the ASGI pathsend extension, i.e.
+    # sendfile: 1 GiB download FIG_DL; upload FIG_UP), but uvicorn is the
+    # default: one process (granian adds a supervisor: peak RSS FIG_MEM against
+    # the 150 MiB goal, and a SIGKILLed supervisor leaves its worker serving,
+    # which breaks SQLite's one-process rule), idle long-polls cost less
+    # (FIG_LP), and it starts in about half the time (FIG_START).
     server: Annotated[
         AsgiServer,
-        typer.Option(envvar="SHELFSYNC_SERVER", help="The HTTP server that runs the app."),
+        typer.Option(
+            envvar="SHELFSYNC_SERVER",
+            help="The HTTP server that runs the app: uvicorn (default: one process) "
+            "or granian (faster for large files, several processes).",
+        ),
     ] = AsgiServer.UVICORN,
     log_level: Annotated[
         str, typer.Option(envvar="SHELFSYNC_LOG_LEVEL", help="debug, info, warning, error.")
@@ -166,24 +178,41 @@ def _run_uvicorn(target: object, settings: Settings, *, workers: int, log_level:
     )
 
 
-def _run_granian(settings: Settings, *, workers: int, log_level: str) -> None:
-    from granian.constants import Interfaces
-    from granian.log import LogLevels
-    from granian.server import Server
-
-    Server(
-        _FACTORY,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        factory=True,
-        log_level=LogLevels(log_level.lower()),
-        log_access=False,
-        respawn_failed_workers=True,
+def _run_granian(settings: Settings, *, workers: int, log_level: str) -> NoReturn:
+    """Become granian's supervisor (exec, same pid: signals and exit codes stay
+    the caller's). The supervisor only watches its workers, so it should not
+    keep this process's imports (typer, rich, the client, the app and its
+    migrations: ~70 MiB of RSS); each forked worker builds the app itself."""
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(workers),
+        "--factory",
+        "--no-ws",
+        "--log-level",
+        log_level.lower(),
+        "--no-access-log",
+        "--respawn-failed-workers",
         # Long-polls may hold requests for up to 55 s: do not let them delay a stop.
-        workers_kill_timeout=5,
-    ).serve()
+        "--workers-kill-timeout",
+        "5",
+        # Requests a worker serves at once (default: the backlog, 1024): 1,000
+        # held long-polls must leave room for the rest.
+        "--backpressure",
+        "4096",
+        _FACTORY,
+    ]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
 
 
 @db_app.command("upgrade")

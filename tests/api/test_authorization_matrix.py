@@ -40,6 +40,8 @@ Json = dict[str, Any]
 V1 = "/api/v1/sync"
 ALIAS = "/api/sync"
 PREFIXES = (V1, ALIAS)
+# The web page's library routes: one prefix, no alias.
+LIBRARY = "/api/v1/library"
 
 # Reachable without a token; every other route must demand one.
 PUBLIC = {
@@ -57,6 +59,15 @@ PUBLIC = {
     ("HEAD", "/api/docs/oauth2-redirect"),
     ("GET", "/docs/oauth2-redirect"),
     ("HEAD", "/docs/oauth2-redirect"),
+    # The web page and its files.
+    ("GET", "/"),
+    ("GET", "/static/{name}"),
+    # The cookie session: its cookie is the credential (tests/api/test_library.py).
+    ("POST", "/api/v1/auth/session"),
+    ("POST", "/api/v1/auth/session/refresh"),
+    ("DELETE", "/api/v1/auth/session"),
+    # The download ticket in the URL is the credential (tests/api/test_library.py).
+    ("GET", "/api/v1/library/download"),
 }
 
 ALICE_FILE = "private/alice-diary-q7.txt"
@@ -96,6 +107,7 @@ class World:
             "session": self.session_id,
             "path": ALICE_FILE,
             "bob_cursor": self.bob_cursor,
+            "item": self.file_item_id,
         }
 
 
@@ -425,6 +437,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "/download/{path}", NOT_FOUND, NOT_FOUND, addressed="path"
     ),
 }
+# The library routes (under LIBRARY only); any token of the user works.
+LIBRARY_OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("GET", "/folder"): Operation("/folder", OK, OK, query={"path": "private"}),
+    ("GET", "/activity"): Operation("/activity", OK, OK),
+    ("GET", "/items/{id}/revisions"): Operation(
+        "/items/{item}/revisions", NOT_FOUND, NOT_FOUND, addressed="item"
+    ),
+    ("POST", "/items/{id}/restore"): Operation(
+        "/items/{item}/restore", NOT_FOUND, NOT_FOUND, addressed="item", body={"revision": 1}
+    ),
+    ("POST", "/download-tickets"): Operation(
+        "/download-tickets", NOT_FOUND, NOT_FOUND, addressed="path", body={"path": "{path}"}
+    ),
+}
 # A few operations, for PostgreSQL.
 REDUCED = {
     ("GET", "/devices/{id}"),
@@ -433,6 +459,7 @@ REDUCED = {
     ("GET", "/upload/{id}"),
     ("GET", "/download/{path:librarypath}"),
     ("GET", "/changes"),
+    ("GET", "/items/{id}/revisions"),
 }
 
 
@@ -458,7 +485,7 @@ def _protected(app: FastAPI) -> list[tuple[str, str, str]]:
     for method, path in _routes(app):
         if (method, path) in PUBLIC:
             continue
-        prefix = next((p for p in PREFIXES if path.startswith(p + "/")), None)
+        prefix = next((p for p in (*PREFIXES, LIBRARY) if path.startswith(p + "/")), None)
         assert prefix is not None, f"{method} {path}: a route outside the known prefixes"
         found.append((method, prefix, path.removeprefix(prefix)))
     return found
@@ -468,9 +495,10 @@ def _operations(app: FastAPI, database_url: str) -> list[tuple[str, str, Operati
     full = database_url.startswith("sqlite")
     chosen = []
     for method, prefix, tail in _protected(app):
-        if not full and ((method, tail) not in REDUCED or prefix != V1):
+        if not full and ((method, tail) not in REDUCED or prefix == ALIAS):
             continue
-        operation = OPERATIONS.get((method, tail))
+        table = LIBRARY_OPERATIONS if prefix == LIBRARY else OPERATIONS
+        operation = table.get((method, tail))
         assert operation is not None, (
             f"{method} {prefix}{tail} is not in the authorization matrix: add it to OPERATIONS"
         )
@@ -546,9 +574,10 @@ def _assert_alice_intact(world: World) -> None:
 
 def test_every_route_is_public_by_name_or_in_the_matrix(app: FastAPI) -> None:
     protected = _protected(app)
-    assert {(m, t) for m, _, t in protected} == set(OPERATIONS)
-    # Every operation answers at both prefixes.
-    assert {(m, p, t) for m, p, t in protected} == {
+    assert {(m, t) for m, p, t in protected if p != LIBRARY} == set(OPERATIONS)
+    assert {(m, t) for m, p, t in protected if p == LIBRARY} == set(LIBRARY_OPERATIONS)
+    # Every sync operation answers at both prefixes.
+    assert {(m, p, t) for m, p, t in protected if p != LIBRARY} == {
         (m, p, t) for m, t in OPERATIONS for p in PREFIXES
     }
     # The documented operations are exactly the routes (the alias is undocumented).
@@ -564,6 +593,7 @@ def test_every_route_is_public_by_name_or_in_the_matrix(app: FastAPI) -> None:
     assert {(m, V1 + t.replace("{path:librarypath}", "{path}")) for m, t in OPERATIONS} <= (
         documented
     )
+    assert {(m, LIBRARY + t) for m, t in LIBRARY_OPERATIONS} <= documented
 
 
 @pytest.mark.parametrize("kind", REFUSED)

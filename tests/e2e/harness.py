@@ -8,6 +8,7 @@ SHELFSYNC_CONFIG_DIR and folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -91,14 +92,27 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # PostgreSQL instead of the data dir's SQLite; several servers may share it
+    # (and the data dir) as separate processes, or one server run `workers`.
+    database_url: str | None = None
+    workers: int = 1
+    name: str = "server"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def target(self) -> list[str]:
+        """The CLI flags that point a command at this server's data."""
+        flags = ["--data-dir", str(self.data_dir)]
+        if self.database_url is not None:
+            flags += ["--database-url", self.database_url]
+        return flags
+
     def add_user(self, name: str, password: str = PASSWORD) -> None:
         subprocess.run(
-            [SHELFSYNC, "user", "add", name, "--password-stdin", "--data-dir", str(self.data_dir)],
+            [SHELFSYNC, "user", "add", name, "--password-stdin", *self.target],
             input=f"{password}\n".encode(),
             check=True,
             capture_output=True,
@@ -106,7 +120,7 @@ class Server:
         )
 
     def start(self) -> None:
-        self.log_path = self.data_dir.parent / "server.log"
+        self.log_path = self.data_dir.parent / f"{self.name}.log"
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -114,13 +128,16 @@ class Server:
                 "serve",
                 "--port",
                 str(self.port),
-                "--data-dir",
-                str(self.data_dir),
+                *self.target,
+                "--workers",
+                str(self.workers),
                 "--log-level",
                 "warning",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Workers are child processes: a group of their own lets stop() end them all.
+            start_new_session=self.workers > 1,
         )
         log.close()
 
@@ -143,6 +160,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and self.workers > 1:
+            # No worker outlives its supervisor (they would keep the port and database).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def library(self, device: Device) -> dict[str, str]:
         """The server's live library (path -> content hash), read through the feed."""

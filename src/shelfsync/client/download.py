@@ -180,6 +180,10 @@ class Downloader:
         if self._state.has_partial_download(temp_rel):
             self._state.forget_download(temp_rel)
 
+    def still_expected(self, target: Path, job: DownloadJob) -> bool:
+        """Is the local file still what the job may replace (batch_download.py too)?"""
+        return self._still_expected(target, job)
+
     def _still_expected(self, target: Path, job: DownloadJob) -> bool:
         try:
             st = os.lstat(target)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shelfsync.client import plan as p
+from shelfsync.client.batch_download import BatchDownloader
 from shelfsync.client.download import (
     Downloader,
     DownloadJob,
@@ -36,7 +37,7 @@ from shelfsync.client.state import STATE_DIR, LocalRecord, RemoteRecord, State, 
 __all__ = ["Executor"]
 
 # Downloaded files are recorded in the local state in batches of this many.
-_RECORD_BATCH = 256
+_RECORD_BATCH = 1000
 
 
 class Executor:
@@ -50,6 +51,7 @@ class Executor:
         reporter: Reporter,
         file_pool: ThreadPoolExecutor,
         namer_factory: Callable[[ScanResult], LocalNamer],
+        batch_downloader: BatchDownloader | None = None,
     ) -> None:
         self._root = root
         self._state = state
@@ -58,6 +60,7 @@ class Executor:
         self._reporter = reporter
         self._pool = file_pool
         self._namer_factory = namer_factory
+        self._batch = batch_downloader
         self._checked_ns: dict[str, int] = {}
 
     def run(self, actions: Sequence[p.Action], scan: ScanResult) -> RoundOutcome:
@@ -269,26 +272,44 @@ class Executor:
         total = sum(j.size for j in jobs)
         self._reporter.phase(verb="downloading", files=len(jobs), total_bytes=total)
         landed: list[DownloadOutcome] = []
+        batch = self._batch
+        small = [j for j in jobs if batch is not None and batch.fits(j)]
+        large = [j for j in jobs if batch is None or not batch.fits(j)]
         try:
-            futures = [(job, self._pool.submit(self._downloader.download, job)) for job in jobs]
+            futures = [(job, self._pool.submit(self._downloader.download, job)) for job in large]
+            # Small files come many per request (batch_download.py), big ones alone.
+            if batch is not None and small:
+                for job, done in batch.download_many(small, self._downloader.download):
+                    self._take(job, done, landed, out)
             for job, future in futures:
                 try:
                     done = future.result()
                 except ServerUnreachable:
                     raise
                 except (ClientError, OSError) as exc:
-                    out.failed[job.path] = str(exc)
-                    self._reporter.warn(f"download of {job.path} failed: {exc}")
+                    self._take(job, exc, landed, out)
                     continue
-                if done.outcome is Outcome.DONE:
-                    landed.append(done)
-                    if len(landed) >= _RECORD_BATCH:
-                        self._record_downloads(landed)
-                elif done.outcome is Outcome.LOCAL_CHANGED:
-                    out.changed_locally += 1
+                self._take(job, done, landed, out)
         finally:
             self._record_downloads(landed)
             self._reporter.end_phase()
+
+    def _take(
+        self,
+        job: DownloadJob,
+        done: DownloadOutcome | Exception,
+        landed: list[DownloadOutcome],
+        out: RoundOutcome,
+    ) -> None:
+        if isinstance(done, Exception):
+            out.failed[job.path] = str(done)
+            self._reporter.warn(f"download of {job.path} failed: {done}")
+        elif done.outcome is Outcome.DONE:
+            landed.append(done)
+            if len(landed) >= _RECORD_BATCH:
+                self._record_downloads(landed)
+        elif done.outcome is Outcome.LOCAL_CHANGED:
+            out.changed_locally += 1
 
     def _record_downloads(self, landed: list[DownloadOutcome]) -> None:
         """fsync the directories, then record the files as synced (in that order)."""

@@ -40,6 +40,12 @@ from shelfsync.protocol.auth import (
     LoginRequest,
     TokenResponse,
 )
+from shelfsync.protocol.batch import (
+    BATCH_MEDIA_TYPE,
+    BatchDownloadRequest,
+    BatchUploadResponse,
+    BatchWanted,
+)
 from shelfsync.protocol.devices import Device, DeviceCreate, DeviceRegistered
 from shelfsync.protocol.problems import Problem
 from shelfsync.protocol.sync import (
@@ -333,7 +339,24 @@ class ApiClient:
     def cancel_upload(self, session_id: str) -> None:
         self._authed("DELETE", f"{SYNC}/upload/{quote(session_id, safe='')}").close()
 
+    def upload_batch(self, body: bytes) -> list[ReportResult]:
+        """POST a framed batch of small files (protocol section 11.4); one result each."""
+        headers = {"Content-Type": BATCH_MEDIA_TYPE}
+        return self._model(
+            BatchUploadResponse, "POST", f"{SYNC}/upload/batch", content=body, headers=headers
+        ).results
+
     # -- downloads ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def download_batch(self, files: list[BatchWanted]) -> Iterator[DownloadStream]:
+        """POST /download/batch: the framed entries as a stream (protocol section 11.4)."""
+        body = BatchDownloadRequest(files=files).model_dump(mode="json", exclude_none=True)
+        response = self._authed("POST", f"{SYNC}/download/batch", json=body, stream=True)
+        try:
+            yield DownloadStream(response)
+        finally:
+            response.close()
 
     @contextlib.contextmanager
     def download(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shelfsync.client import plan as p
+from shelfsync.client.batch_upload import BatchUploader, Landed
 from shelfsync.client.errors import ApiError, ClientError, ServerUnreachable
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import Reporter
@@ -65,11 +66,13 @@ class Pusher:
         uploader: Uploader,
         reporter: Reporter,
         file_pool: ThreadPoolExecutor,
+        batch_uploader: BatchUploader | None = None,
     ) -> None:
         self._root = root
         self._api = api
         self._state = state
         self._uploader = uploader
+        self._batch = batch_uploader
         self._reporter = reporter
         self._pool = file_pool
 
@@ -250,30 +253,52 @@ class Pusher:
             verb="uploading", files=len(jobs), total_bytes=sum(j.size for j in jobs)
         )
         conflicted: list[_Conflicted] = []
+        batch = self._batch
+        small = [j for j in jobs if batch is not None and batch.fits(j)]
+        large = [j for j in jobs if batch is None or not batch.fits(j)]
         try:
-            futures = [(job, self._pool.submit(self._uploader.upload, job)) for job in jobs]
+            futures = [(job, self._pool.submit(self._uploader.upload, job)) for job in large]
+            # Small files travel many per request (batch_upload.py), big ones in chunks.
+            landed: list[Landed] = []
+            if batch is not None and small:
+                landed += batch.upload_many(small, self._uploader.upload)
             for job, future in futures:
                 try:
-                    result = future.result()
+                    landed.append((job, future.result()))
                 except ServerUnreachable:
                     raise
                 except (ApiError, ClientError, OSError) as exc:
-                    out.failed[job.path] = str(exc)
-                    self._reporter.warn(f"upload of {job.path} failed: {exc}")
-                    continue
-                if result is None:
-                    continue  # changed while uploading: next round
-                if result.status == "conflict" and result.conflict_id:
-                    conflicted.append(
-                        _Conflicted(job.path, job.content_hash, result.conflict_id, None)
-                    )
-                elif result.status in ("applied", "unchanged"):
-                    self._landed(job.path, result, job.content_hash, scan)
-                else:
-                    out.failed[job.path] = result.status
+                    landed.append((job, exc))
+            # One local transaction for the lot: a commit per file is a sync each.
+            with self._state.transaction():
+                for job, result in landed:
+                    self._take(job, result, scan, out, conflicted)
         finally:
             self._reporter.end_phase()
         return conflicted
+
+    def _take(
+        self,
+        job: UploadJob,
+        result: ReportResult | Exception | None,
+        scan: ScanResult,
+        out: RoundOutcome,
+        conflicted: list[_Conflicted],
+    ) -> None:
+        if isinstance(result, Exception):
+            out.failed[job.path] = str(result)
+            self._reporter.warn(f"upload of {job.path} failed: {result}")
+        elif result is None:
+            return  # changed while uploading: next round
+        elif result.status == "conflict" and result.conflict_id:
+            conflicted.append(_Conflicted(job.path, job.content_hash, result.conflict_id, None))
+        elif result.status in ("applied", "unchanged"):
+            self._landed(job.path, result, job.content_hash, scan)
+        elif result.status == "rejected" and result.error is not None:
+            out.failed[job.path] = result.error.detail or result.error.code
+            self._reporter.warn(f"upload of {job.path} failed: {out.failed[job.path]}")
+        else:
+            out.failed[job.path] = result.status
 
     def _settle_conflicts(
         self,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shelfsync.client import plan as p
+from shelfsync.client.batch_download import BatchDownloader
+from shelfsync.client.batch_upload import PARALLEL_BATCHES, BatchUploader
 from shelfsync.client.download import Downloader
 from shelfsync.client.errors import CursorExpired, NotFound, UnsafePath, UploadGone
 from shelfsync.client.executor import Executor
@@ -92,12 +94,21 @@ class SyncEngine:
         self._scanner = Scanner(self.root)
         self._chunk_pool = ThreadPoolExecutor(self.settings.parallel_chunks, "shelfsync-chunk")
         self._file_pool = ThreadPoolExecutor(self.settings.parallel_files, "shelfsync-file")
+        self._batch_pool = ThreadPoolExecutor(PARALLEL_BATCHES, "shelfsync-batch")
         ci = state.get_meta("case_insensitive")
         if ci is None:
             ci = "1" if is_case_insensitive(state.directory) else "0"
             state.set_meta("case_insensitive", ci)
         self.case_insensitive = ci == "1"
         self._warned: set[str] = set()
+        downloader = Downloader(
+            root=self.root,
+            api=api,
+            state=state,
+            settings=self.settings,
+            counters=self.counters,
+            reporter=reporter,
+        )
         self._executor = Executor(
             root=self.root,
             state=state,
@@ -115,23 +126,32 @@ class SyncEngine:
                 ),
                 reporter=reporter,
                 file_pool=self._file_pool,
+                batch_uploader=BatchUploader(
+                    api=api,
+                    settings=self.settings,
+                    counters=self.counters,
+                    reporter=reporter,
+                    pool=self._batch_pool,
+                ),
             ),
-            downloader=Downloader(
-                root=self.root,
-                api=api,
-                state=state,
-                settings=self.settings,
-                counters=self.counters,
-                reporter=reporter,
-            ),
+            downloader=downloader,
             reporter=reporter,
             file_pool=self._file_pool,
             namer_factory=self._namer,
+            batch_downloader=BatchDownloader(
+                root=self.root,
+                api=api,
+                downloader=downloader,
+                settings=self.settings,
+                counters=self.counters,
+                pool=self._batch_pool,
+            ),
         )
 
     def close(self) -> None:
         self._file_pool.shutdown(wait=True, cancel_futures=True)
         self._chunk_pool.shutdown(wait=True, cancel_futures=True)
+        self._batch_pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> SyncEngine:
         return self

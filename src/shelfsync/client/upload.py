@@ -1,8 +1,14 @@
 """Chunked, resumable uploads (protocol section 9).
 
 A file is read once to check it still has the content hash the report named and
-to compute its 4 MiB block digests; the session is created with those
+to compute its 4 MiB block digests (blocks hashed in parallel on the chunk
+threads: hashlib releases the GIL); the session is created with those
 (`block_hashes`), so an edited large file sends only the chunks that changed.
+Large files ask for chunks of one block, so each chunk's `Content-Digest` is
+the block digest already computed and no byte is hashed twice; the server
+checks it, so a file edited after the check is refused chunk by chunk
+(`digest_mismatch`, nothing kept) and the upload ends as "changed since the
+scan".
 The session id is kept in the local state before the first chunk goes, so after
 a crash or a lost network the next run asks the server what it already has
 (`GET /upload/{id}` -> `received`) and sends only the rest, several chunks at
@@ -13,6 +19,7 @@ conflict), which the caller handles like a report result.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import time
@@ -21,12 +28,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shelfsync.client.errors import ChunkConflict, HashMismatch, MissingChunks, NotFound, UploadGone
+from shelfsync.client.errors import (
+    ApiError,
+    ChunkConflict,
+    ClientError,
+    HashMismatch,
+    MissingChunks,
+    NotFound,
+    UploadGone,
+)
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import Reporter, Transfer
 from shelfsync.client.state import PendingUpload, State
 from shelfsync.client.transfer import TransferCounters, TransferSettings
-from shelfsync.content_hash import BLOCK_SIZE, ContentHasher
+from shelfsync.content_hash import BLOCK_SIZE, ContentHasher, hash_blocks
 from shelfsync.protocol.sync import ReportResult
 from shelfsync.protocol.uploads import UploadCreate, UploadSession
 
@@ -54,7 +69,32 @@ def mtime_datetime(mtime_ns: int) -> datetime:
 
 
 def _digest_header(data: bytes | memoryview) -> str:
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
+    return _header_of(hashlib.sha256(data).digest())
+
+
+def _header_of(digest: bytes) -> str:
+    return "sha-256=:" + base64.b64encode(digest).decode() + ":"
+
+
+class _ChangedMeanwhile(Exception):
+    """The file's bytes no longer match what was checked (the server said so)."""
+
+
+def _hash_block(fd: int, index: int) -> tuple[bytes, int]:
+    data = os.pread(fd, BLOCK_SIZE, index * BLOCK_SIZE)
+    return hashlib.sha256(data).digest(), len(data)
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What the check read: block digests, and a small file's bytes."""
+
+    digests: list[bytes]
+    small_data: bytes | None
+
+    @property
+    def block_hashes(self) -> list[str] | None:
+        return [d.hex() for d in self.digests] if len(self.digests) > 1 else None
 
 
 class Uploader:
@@ -80,11 +120,11 @@ class Uploader:
         checked = self._read_and_check(job)
         if checked is None:
             return None
-        block_hashes, small_data = checked
-        session = self._session(job, block_hashes)
+        session = self._session(job, checked.block_hashes)
         if session.status == "completed":
-            return self._complete(job, session, small_data=small_data)
-        missing = [i for i in range(session.chunk_count) if i not in set(session.received)]
+            return self._complete(job, session, checked)
+        received = set(session.received)
+        missing = [i for i in range(session.chunk_count) if i not in received]
         already = session.chunk_count - len(missing)
         self._counters.add(chunks_already_there=already)
         if already and missing:
@@ -93,30 +133,42 @@ class Uploader:
                 "already on the server"
             )
         transfer = self._reporter.transfer(verb="uploaded", path=job.path, size_bytes=job.size)
-        self._send(job, session, missing, transfer, small_data=small_data)
-        result = self._complete(job, session, small_data=small_data)
+        try:
+            self._send(job, session, missing, transfer, checked)
+        except _ChangedMeanwhile:
+            self._abandon(job, session)
+            return None  # edited while it went up: the next round reports the new content
+        result = self._complete(job, session, checked)
         transfer.done(
             note=f"{len(missing)} of {session.chunk_count} chunk(s) sent" if already else ""
         )
         return result
 
-    def _read_and_check(self, job: UploadJob) -> tuple[list[str] | None, bytes | None] | None:
-        hasher = ContentHasher()
-        small: bytes | None = None
+    def _read_and_check(self, job: UploadJob) -> _Checked | None:
         try:
-            with job.file.open("rb", buffering=0) as fh:
-                if job.size <= _SMALL_FILE_BYTES:
-                    small = fh.read(job.size + 1)
-                    hasher.update(small)
-                else:
-                    while piece := fh.read(BLOCK_SIZE):
-                        hasher.update(piece)
+            fd = os.open(job.file, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        if hasher.size != job.size or hasher.hexdigest() != job.content_hash:
-            return None  # edited since the scan: the next round reports the new content
-        blocks = [d.hex() for d in hasher.block_digests]
-        return (blocks if len(blocks) > 1 else None), small
+        try:
+            if job.size <= _SMALL_FILE_BYTES:
+                small = os.read(fd, job.size + 1)
+                while len(small) <= job.size and (more := os.read(fd, job.size + 1 - len(small))):
+                    small += more
+                hasher = ContentHasher()
+                hasher.update(small)
+                if hasher.size != job.size or hasher.hexdigest() != job.content_hash:
+                    return None  # edited since the scan: the next round reports it
+                return _Checked(hasher.block_digests, small)
+            if os.fstat(fd).st_size != job.size:
+                return None
+            count = -(-job.size // BLOCK_SIZE)
+            hashed = list(self._pool.map(lambda i: _hash_block(fd, i), range(count)))
+        finally:
+            os.close(fd)
+        digests = [digest for digest, _ in hashed]
+        if sum(n for _, n in hashed) != job.size or hash_blocks(digests) != job.content_hash:
+            return None
+        return _Checked(digests, None)
 
     def _session(self, job: UploadJob, block_hashes: list[str] | None) -> UploadSession:
         pending = self._state.pending_upload(path=job.path, content_hash=job.content_hash)
@@ -137,6 +189,8 @@ class Uploader:
                 content_hash=job.content_hash,
                 mtime=mtime_datetime(job.mtime_ns),
                 base_revision=job.base_revision,
+                # One block per chunk: its Content-Digest is the block digest.
+                chunk_size=BLOCK_SIZE if job.size > _SMALL_FILE_BYTES else None,
                 block_hashes=block_hashes,
             )
         )
@@ -149,18 +203,19 @@ class Uploader:
         session: UploadSession,
         indexes: list[int],
         transfer: Transfer,
-        *,
-        small_data: bytes | None,
+        checked: _Checked,
     ) -> None:
         if not indexes:
             return
-        if small_data is not None and session.chunk_count == 1:
-            self._put(session, 0, small_data, transfer)
+        if checked.small_data is not None and session.chunk_count == 1:
+            self._put(session, 0, checked.small_data, transfer, None)
             return
+        # The server's chunk size is binding; the digests serve when it is one block.
+        digests = checked.digests if session.chunk_size == BLOCK_SIZE else None
         fd = os.open(job.file, os.O_RDONLY)
         try:
             futures = [
-                self._pool.submit(self._put_from_file, session, fd, index, transfer)
+                self._pool.submit(self._put_from_file, session, fd, index, transfer, digests)
                 for index in indexes
             ]
             for future in futures:
@@ -169,16 +224,32 @@ class Uploader:
             os.close(fd)
 
     def _put_from_file(
-        self, session: UploadSession, fd: int, index: int, transfer: Transfer
+        self,
+        session: UploadSession,
+        fd: int,
+        index: int,
+        transfer: Transfer,
+        digests: list[bytes] | None,
     ) -> None:
         offset = index * session.chunk_size
         length = min(session.chunk_size, session.size - offset)
         data = os.pread(fd, length, offset)
-        self._put(session, index, data, transfer)
+        if len(data) != length:
+            raise _ChangedMeanwhile
+        self._put(session, index, data, transfer, digests[index] if digests else None)
 
-    def _put(self, session: UploadSession, index: int, data: bytes, transfer: Transfer) -> None:
+    def _put(
+        self,
+        session: UploadSession,
+        index: int,
+        data: bytes,
+        transfer: Transfer,
+        known_digest: bytes | None,
+    ) -> None:
         self._settings.throttle.take(len(data))
-        digest = _digest_header(data)
+        # A known digest is what the check hashed: the server compares it with
+        # the bytes that arrive, so a later edit cannot slip through.
+        digest = _header_of(known_digest) if known_digest else _digest_header(data)
         for attempt in range(_CLAIM_RETRIES):
             try:
                 self._api.put_chunk(session.id, index=index, data=data, content_digest=digest)
@@ -187,11 +258,21 @@ class Uploader:
                 if attempt + 1 == _CLAIM_RETRIES:
                     raise
                 time.sleep(_CLAIM_WAIT_S)
+            except ApiError as exc:
+                if known_digest is not None and exc.code == "digest_mismatch":
+                    raise _ChangedMeanwhile from exc
+                raise
         self._counters.add(chunks_sent=1, uploaded_bytes=len(data))
         transfer.advance(len(data))
 
+    def _abandon(self, job: UploadJob, session: UploadSession) -> None:
+        """Drop a session whose file changed under it (its data is useless)."""
+        with contextlib.suppress(ClientError):
+            self._api.cancel_upload(session.id)
+        self._state.forget_upload(path=job.path, content_hash=job.content_hash)
+
     def _complete(
-        self, job: UploadJob, session: UploadSession, *, small_data: bytes | None
+        self, job: UploadJob, session: UploadSession, checked: _Checked
     ) -> ReportResult | None:
         for _ in range(3):
             try:
@@ -199,7 +280,11 @@ class Uploader:
             except MissingChunks as exc:
                 # Chunks the server lost track of (a claim that died): send them.
                 silent = self._reporter.transfer(verb="resent", path=job.path, size_bytes=0)
-                self._send(job, session, exc.missing, silent, small_data=small_data)
+                try:
+                    self._send(job, session, exc.missing, silent, checked)
+                except _ChangedMeanwhile:
+                    self._abandon(job, session)
+                    return None
                 continue
             except (HashMismatch, UploadGone):
                 self._state.forget_upload(path=job.path, content_hash=job.content_hash)

@@ -16,25 +16,41 @@ from shelfsync import __version__
 from shelfsync.server.api.dependencies import Services
 from shelfsync.server.api.errors import install_error_handlers
 from shelfsync.server.api.limits import RequestLimits, RequestLimitsMiddleware
-from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics
+from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics, add_process_gauges
 from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
-from shelfsync.server.api.routes import auth, devices, download, health, sync, upload
+from shelfsync.server.api.routes import (
+    auth,
+    batch,
+    devices,
+    download,
+    health,
+    library,
+    sync,
+    upload,
+    web,
+)
+from shelfsync.server.api.web_dependencies import WebServices
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, LoginPolicy
+from shelfsync.server.services.batch_uploads import BatchLimits, BatchUploadService
 from shelfsync.server.services.conflicts import ConflictService
 from shelfsync.server.services.content_gc import ContentCollector
 from shelfsync.server.services.cursors import CursorCodec
 from shelfsync.server.services.devices import DeviceService
+from shelfsync.server.services.download_tickets import DownloadTicketService
 from shelfsync.server.services.downloads import DownloadService
 from shelfsync.server.services.feed import FeedService
+from shelfsync.server.services.library import LibraryService
 from shelfsync.server.services.notifier import ChangeNotifier
 from shelfsync.server.services.passwords import PasswordHasher
 from shelfsync.server.services.report import ReportService
 from shelfsync.server.services.retention import RetentionService
 from shelfsync.server.services.tokens import TokenIssuer
 from shelfsync.server.services.uploads import UploadLimits, UploadService
+from shelfsync.server.services.web_sessions import WebSessionService
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.blobs import BlobStore
+from shelfsync.server.storage.change_channel import ChangeChannel
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.migrate import upgrade
 from shelfsync.server.storage.secret_file import load_or_create_secret
@@ -44,10 +60,12 @@ __all__ = ["build_services", "create_app", "open_database"]
 log = logging.getLogger("shelfsync")
 
 AUTH_PREFIX = "/api/v1/auth"
+_CHANNEL_START_WAIT_S = 5.0
 
 TAGS = [
     {"name": "auth", "description": "Logging in and the tokens a client holds"},
     {"name": "sync", "description": "Multi-device library synchronization"},
+    {"name": "library", "description": "Browsing the library and its history (the web page)"},
     {"name": "operations", "description": "Health, readiness and metrics for operators"},
 ]
 
@@ -73,13 +91,15 @@ def create_app_from_env() -> FastAPI:
     return create_app(Settings.from_env())
 
 
-def build_services(settings: Settings, db: Database) -> Services:
+def build_services(
+    settings: Settings, db: Database, *, notifier: ChangeNotifier | None = None
+) -> Services:
     passwords = PasswordHasher(
         time_cost=settings.argon2_time_cost, memory_cost_kib=settings.argon2_memory_kib
     )
     secret = load_or_create_secret(settings.secret_path)
     tokens = TokenIssuer(secret=secret, access_ttl_s=settings.access_token_ttl_s)
-    notifier = ChangeNotifier()
+    notifier = notifier or ChangeNotifier()
     policy = LoginPolicy(
         max_failures=settings.login_max_failures,
         window_s=settings.login_window_s,
@@ -107,6 +127,17 @@ def build_services(settings: Settings, db: Database) -> Services:
         content_gc=ContentCollector(db=db, blobs=blobs, grace=timedelta(hours=1)),
         uploads=UploadService(db=db, blobs=blobs, report=report, notifier=notifier, limits=limits),
         downloads=DownloadService(db=db, blobs=blobs),
+        batch_uploads=BatchUploadService(
+            db=db,
+            blobs=blobs,
+            report=report,
+            limits=BatchLimits(
+                max_files=settings.batch_max_files,
+                max_bytes=settings.batch_max_bytes,
+                max_file_bytes=settings.batch_max_file_bytes,
+                quota_bytes=settings.quota_bytes,
+            ),
+        ),
     )
 
 
@@ -130,15 +161,30 @@ async def _maintain(services: Services, interval_s: float) -> None:
 
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     database = db or open_database(settings)
-    services = build_services(settings, database)
-    # Finish whatever a crash interrupted before serving anyone.
+    notifier = ChangeNotifier()
+    # PostgreSQL may be shared by several server processes: changes committed by
+    # one must wake long-polls held by the others (LISTEN/NOTIFY, no broker).
+    channel = ChangeChannel.for_database(
+        database, on_change=notifier.wake, on_gap=notifier.wake_all
+    )
+    if channel is not None:
+        notifier.forward_to(channel.publish)
+    services = build_services(settings, database, notifier=notifier)
+    # Finish whatever a crash interrupted before serving anyone (on PostgreSQL
+    # under the GC's advisory lock: skipped while another process collects).
     services.content_gc.recover()
     if database.is_sqlite:
         # SQLite means one server process: any chunk claim left is from a crash.
+        # (On PostgreSQL other processes' claims are live; stale ones time out.)
         services.uploads.drop_claims()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if channel is not None:
+            channel.start()
+            # Listening before the first request, so no cross-process wake-up is
+            # missed; a database that is down does not hold the start for long.
+            await asyncio.to_thread(channel.wait_connected, _CHANNEL_START_WAIT_S)
         maintenance = asyncio.create_task(_maintain(services, settings.maintenance_interval_s))
         try:
             yield
@@ -146,6 +192,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
+            if channel is not None:
+                await asyncio.to_thread(channel.stop)
             if db is None:
                 database.dispose()
 
@@ -159,8 +207,23 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.state.web_services = WebServices(
+        library=LibraryService(db=database, notifier=notifier),
+        tickets=DownloadTicketService(
+            db=database,
+            secret=load_or_create_secret(settings.secret_path),
+            downloads=services.downloads,
+        ),
+        sessions=WebSessionService(db=database, auth=services.auth),
+    )
     app.state.settings = settings
     app.state.metrics = RequestMetrics.create()
+    app.state.change_channel = channel
+    add_process_gauges(
+        app.state.metrics,
+        waiting=notifier.waiting,
+        listener_up=None if channel is None else (lambda: float(channel.connected)),
+    )
     install_error_handlers(app)
 
     app.include_router(auth.router, prefix=AUTH_PREFIX)
@@ -168,9 +231,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         # The same handlers answer at both prefixes; the docs list each once.
         app.include_router(devices.router, prefix=prefix, include_in_schema=listed)
         app.include_router(sync.router, prefix=prefix, include_in_schema=listed)
+        # Before upload/download: `/upload/batch` must not match `/upload/{id}`.
+        app.include_router(batch.router, prefix=prefix, include_in_schema=listed)
         app.include_router(upload.router, prefix=prefix, include_in_schema=listed)
         app.include_router(download.router, prefix=prefix, include_in_schema=listed)
     app.include_router(health.router)
+    app.include_router(web.session_router, prefix=AUTH_PREFIX)
+    app.include_router(library.router, prefix=library.LIBRARY_PREFIX)
+    app.include_router(library.ticket_router, prefix=library.LIBRARY_PREFIX)
+    app.include_router(web.page_router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -183,6 +252,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         RequestLimitsMiddleware,
         limits=RequestLimits(
             max_body_bytes=settings.max_json_body_bytes,
+            # A batch upload: its manifest (a JSON body) and the files' bytes.
+            max_batch_body_bytes=4 + settings.max_json_body_bytes + settings.batch_max_bytes,
             max_header_bytes=settings.max_header_bytes,
             body_idle_timeout_s=settings.body_idle_timeout_s,
         ),
@@ -190,6 +261,6 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.add_middleware(
         MetricsMiddleware,
         metrics=app.state.metrics,
-        prefixes=(AUTH_PREFIX, ALIASED_PREFIX, UNVERSIONED_PREFIX),
+        prefixes=(AUTH_PREFIX, ALIASED_PREFIX, UNVERSIONED_PREFIX, library.LIBRARY_PREFIX),
     )
     return app

@@ -31,6 +31,12 @@ class Settings:
     max_sessions_per_device: int = 64
     quota_bytes: int | None = None
     upload_expiry_s: int = 24 * 3600
+    # Batch uploads and downloads of small files (protocol section 11.4): files
+    # per request, the files' bytes per upload request, and the largest file a
+    # batch carries (the default chunk size; larger files go in chunks).
+    batch_max_files: int = 1000
+    batch_max_bytes: int = 64 * 1024 * 1024
+    batch_max_file_bytes: int = 8 * 1024 * 1024
     # Request limits (api/limits.py): JSON bodies (chunk PUTs are bounded by
     # their chunk length), all header bytes together, and how long a body may
     # stall before the request is answered 408.
@@ -78,6 +84,9 @@ class Settings:
             ("max_sessions_per_device", "SHELFSYNC_MAX_SESSIONS_PER_DEVICE"),
             ("quota_bytes", "SHELFSYNC_QUOTA_BYTES"),
             ("upload_expiry_s", "SHELFSYNC_UPLOAD_EXPIRY_S"),
+            ("batch_max_files", "SHELFSYNC_BATCH_MAX_FILES"),
+            ("batch_max_bytes", "SHELFSYNC_BATCH_MAX_BYTES"),
+            ("batch_max_file_bytes", "SHELFSYNC_BATCH_MAX_FILE_BYTES"),
             ("max_json_body_bytes", "SHELFSYNC_MAX_JSON_BODY_BYTES"),
             ("max_header_bytes", "SHELFSYNC_MAX_HEADER_BYTES"),
             ("keep_alive_timeout_s", "SHELFSYNC_KEEP_ALIVE_TIMEOUT_S"),

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shelfsync.server.domain.errors import AuthenticationFailed
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.auth import AuthService, Principal
+from shelfsync.server.services.batch_uploads import BatchUploadService
 from shelfsync.server.services.conflicts import ConflictService
 from shelfsync.server.services.content_gc import ContentCollector
 from shelfsync.server.services.devices import DeviceService
@@ -41,6 +42,7 @@ class Services:
     content_gc: ContentCollector
     uploads: UploadService
     downloads: DownloadService
+    batch_uploads: BatchUploadService
 
 
 def _services(request: Request) -> Services:

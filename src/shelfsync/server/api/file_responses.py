@@ -2,9 +2,14 @@
 
 A whole file goes to the server as a file: Starlette's FileResponse sends it
 with the ASGI `http.response.pathsend` extension where the server offers it
-(granian), so the kernel copies the bytes, and otherwise reads it in pieces.
+(granian), so the kernel copies the bytes, and otherwise reads it in pieces of
+`READ_PIECE_BYTES` (uvicorn: one worker-thread hop per piece, so not 64 KiB).
 Byte ranges (RFC 9110 section 14) are read in a worker thread, at most
-`READ_PIECE_BYTES` at a time, and never held whole in memory.
+`READ_PIECE_BYTES` at a time, and never held whole in memory; pathsend cannot
+carry a range (it names a whole file). A single range of at most one piece is
+read by the route itself (already in a worker thread), so a small Range GET
+costs no extra thread hops: per-request overhead is what bounds the rate of
+1 MiB range requests.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = [
     "WholeFileResponse",
     "content_disposition",
     "content_type_for",
+    "whole_file",
 ]
 
 log = logging.getLogger("shelfsync.api")
@@ -94,16 +100,30 @@ class WholeFileResponse(FileResponse):
     ignored on purpose), so FileResponse must not act on Range or If-Range.
     """
 
+    chunk_size = READ_PIECE_BYTES
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
-        except OSError:
-            # Checked moments ago by the service; gone now. Still a 503, not a 500.
-            log.exception("stored content vanished before it was sent")
-            await _storage_problem()(scope, receive, send)
-            return
+        if self.stat_result is None:
+            try:
+                self.stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
+            except OSError:
+                # Checked moments ago by the service; gone now. Still a 503, not a 500.
+                log.exception("stored content vanished before it was sent")
+                await _storage_problem()(scope, receive, send)
+                return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _RANGE_HEADERS]
         await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+def whole_file(path: Path, *, headers: dict[str, str], media_type: str) -> Response:
+    """The whole-file answer, stat'ed here: call it from a worker thread (a sync
+    route), so sending it needs no thread hop of its own."""
+    try:
+        stat_result = os.stat(path)
+    except OSError:
+        log.exception("stored content vanished before it was sent")
+        return _storage_problem()
+    return WholeFileResponse(path, headers=headers, media_type=media_type, stat_result=stat_result)
 
 
 class RangesResponse(Response):
@@ -112,19 +132,47 @@ class RangesResponse(Response):
     def __init__(self, file: Path, pieces: list[Piece], *, headers: dict[str, str]) -> None:
         self._file = file
         self._pieces = pieces
+        self._data: bytes | None = None
         length = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
         super().__init__(status_code=206, headers={**headers, "Content-Length": str(length)})
 
     @classmethod
     def single(
-        cls, file: Path, byte_range: ByteRange, *, size: int, headers: dict[str, str]
+        cls,
+        file: Path,
+        byte_range: ByteRange,
+        *,
+        size: int,
+        headers: dict[str, str],
+        prefetch: bool = False,
     ) -> RangesResponse:
+        """One range; with `prefetch` (call it from a worker thread) a range of
+        at most READ_PIECE_BYTES is read now and sent in one message."""
         first, last = byte_range
-        return cls(
+        response = cls(
             file,
             [(first, last - first + 1)],
             headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
         )
+        if prefetch and last - first + 1 <= READ_PIECE_BYTES:
+            response._prefetch(first, last - first + 1)
+        return response
+
+    def _prefetch(self, offset: int, length: int) -> None:
+        try:
+            fd = os.open(self._file, os.O_RDONLY)
+        except OSError:
+            log.exception("stored content vanished before it was sent")
+            return  # __call__ opens it again and answers 503
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError:
+            log.exception("reading stored content failed")
+            return
+        finally:
+            os.close(fd)
+        if len(data) == length:
+            self._data = data
 
     @classmethod
     def multipart(
@@ -162,6 +210,10 @@ class RangesResponse(Response):
         if scope["method"] == "HEAD":
             await send(start)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if self._data is not None:
+            await send(start)
+            await send({"type": "http.response.body", "body": self._data, "more_body": False})
             return
         try:
             fd = await anyio.to_thread.run_sync(os.open, self._file, os.O_RDONLY)

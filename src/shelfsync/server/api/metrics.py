@@ -6,14 +6,16 @@ extension pass through untouched.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MetricsMiddleware", "RequestMetrics", "render_metrics"]
+__all__ = ["MetricsMiddleware", "RequestMetrics", "add_process_gauges", "render_metrics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,36 @@ class RequestMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         return cls(registry, requests, latency)
+
+
+def add_process_gauges(
+    metrics: RequestMetrics,
+    *,
+    waiting: Callable[[], float],
+    listener_up: Callable[[], float] | None,
+) -> None:
+    """Gauges of this server process, read at scrape time.
+
+    With several processes each answers /metrics for itself: `pid` tells which
+    one a scrape reached.
+    """
+    Gauge(
+        "shelfsync_process",
+        "This server process (always 1; the pid label tells processes apart).",
+        ["pid"],
+        registry=metrics.registry,
+    ).labels(str(os.getpid())).set(1)
+    Gauge(
+        "shelfsync_feed_waiters",
+        "Long-poll feed requests this process holds now.",
+        registry=metrics.registry,
+    ).set_function(waiting)
+    if listener_up is not None:
+        Gauge(
+            "shelfsync_change_listener_up",
+            "1 while this process LISTENs for other processes' changes (PostgreSQL).",
+            registry=metrics.registry,
+        ).set_function(listener_up)
 
 
 def render_metrics(metrics: RequestMetrics) -> tuple[bytes, str]:

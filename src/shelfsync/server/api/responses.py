@@ -16,6 +16,7 @@ PROBLEM_DESCRIPTIONS = {
     410: "Gone (expired cursor or upload session)",
     412: "Precondition failed",
     413: "Too large",
+    415: "Unsupported media type",
     416: "Range not satisfiable",
     429: "Throttled (see Retry-After)",
     503: "Temporarily unavailable (see Retry-After)",

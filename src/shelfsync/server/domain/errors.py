@@ -6,12 +6,15 @@
     │   ├── InvalidCursor
     │   ├── DeviceRequired
     │   ├── AlreadyResolved ......... a conflict was settled another way
-    │   └── ContentMissing .......... keep_client/keep_both without the client's bytes
+    │   ├── ContentMissing .......... keep_client/keep_both without the client's bytes
+    │   └── BatchMalformed .......... a batch body that does not parse (or ends early)
+    │       └── BatchTruncated ...... a batch body that ended before its manifest's bytes
     ├── CursorExpired ............... the cursor predates purged tombstones
     ├── AuthenticationFailed ........ no valid identity (bad password, token...)
     ├── LoginThrottled .............. too many failed logins (carries retry_after_s)
     ├── Forbidden ................... authenticated, but not allowed
-    │   └── DeviceForbidden
+    │   ├── DeviceForbidden
+    │   └── CrossSiteRequest ........ a cookie-session request without the page's CSRF proof
     ├── NotFound
     │   ├── UserNotFound
     │   ├── DeviceNotFound
@@ -24,6 +27,7 @@
     ├── RangeNotSatisfiable ......... no requested byte range overlaps the content (carries size)
     ├── Gone ........................ an upload session expired (410)
     ├── TooLarge .................... over a size limit (413)
+    │   └── BatchTooLarge ........... a batch over its file count or byte limits
     ├── TooManySessions ............. too many live upload sessions (429)
     ├── MissingChunks ............... complete before every chunk arrived (400)
     ├── HashMismatch ................ the bytes do not hash to the promised hash (400)
@@ -42,9 +46,13 @@ __all__ = [
     "AlreadyExists",
     "AlreadyResolved",
     "AuthenticationFailed",
+    "BatchMalformed",
+    "BatchTooLarge",
+    "BatchTruncated",
     "ChunkConflict",
     "ConflictNotFound",
     "ContentMissing",
+    "CrossSiteRequest",
     "CursorExpired",
     "DeviceForbidden",
     "DeviceNotFound",
@@ -105,6 +113,14 @@ class ContentMissing(InvalidInput):
     """The client's version was never uploaded, so it cannot be kept."""
 
 
+class BatchMalformed(InvalidInput):
+    """A batch body whose framing or manifest does not parse (protocol section 11.4)."""
+
+
+class BatchTruncated(BatchMalformed):
+    """A batch body that ended before the bytes its manifest announced."""
+
+
 class CursorExpired(ShelfsyncError):
     """The cursor is older than the retained tombstones: read again without one."""
 
@@ -146,6 +162,11 @@ class Forbidden(ShelfsyncError):
 
 class DeviceForbidden(Forbidden):
     """The device belongs to another user, or is disabled for this use."""
+
+
+class CrossSiteRequest(Forbidden):
+    """A request riding on the web session cookie lacks the page's custom header,
+    or comes from another origin: it may be a cross-site request forgery."""
 
 
 class NotFound(ShelfsyncError):
@@ -230,3 +251,7 @@ class ChunkConflict(StaleState):
 
 class SessionNotPending(StaleState):
     """The upload session no longer takes chunks (completed or failed)."""
+
+
+class BatchTooLarge(TooLarge):
+    """A batch over its limits: files per batch, bytes per batch or per file."""

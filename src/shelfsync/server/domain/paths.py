@@ -8,6 +8,7 @@ clients do write these paths to disk.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import datetime
 
@@ -23,6 +24,9 @@ __all__ = [
 
 MAX_PATH_BYTES = 4096
 MAX_SEGMENT_BYTES = 255
+# C0, DEL and C1 controls: never valid in a file name we hand to devices. (One
+# regex search, not a loop over characters: a report batch checks 1,000 paths.)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def normalize_path(raw: str) -> str:
@@ -41,11 +45,8 @@ def normalize_path(raw: str) -> str:
         raise InvalidPath("path must be relative, without a leading or trailing '/'")
     if "\\" in path:
         raise InvalidPath("path must not contain a backslash")
-    for ch in path:
-        code = ord(ch)
-        # C0, DEL and C1 controls: never valid in a file name we hand to devices.
-        if code < 0x20 or code == 0x7F or 0x80 <= code <= 0x9F:
-            raise InvalidPath("path must not contain NUL or other control characters")
+    if _CONTROL.search(path):
+        raise InvalidPath("path must not contain NUL or other control characters")
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidPath("path segments must not be empty, '.' or '..'")

@@ -124,8 +124,8 @@ class AuthService:
         self, throttle: ThrottleRepository, key: str, limit: int, now: datetime
     ) -> None:
         window = timedelta(seconds=self._policy.window_s)
-        state = throttle.get(key)
-        if state is None or state.window_started_at + window < now:
+        state = throttle.lock(key, now=now)
+        if state.window_started_at + window < now:
             state = ThrottleState(0, now, None)
         failures = state.failures + 1
         blocked = state.blocked_until

@@ -10,6 +10,13 @@ Removal order: inside the transaction, rename the file into trash/ and delete
 the rows; after commit, unlink. A crash in between leaves a trash file that
 `recover()` restores (row still there) or deletes (row gone): never a record
 pointing at missing bytes.
+
+Several server processes share the store: collection and recovery hold one
+advisory lock (storage/job_locks.py), so a recovery never mistakes another
+process's removal in flight for a crash's leftover, and two collections never
+race. A collection first recovers (under the lock no removal is in flight, so
+every trash file is a crash's), and a recovery that finds the lock taken skips:
+the holder's next run does it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.job_locks import Job, exclusive_job
 
 __all__ = ["ContentCollector"]
 
@@ -36,6 +44,10 @@ class ContentCollector:
 
     def recover(self) -> int:
         """Finish or undo removals interrupted by a crash."""
+        with exclusive_job(self._db, Job.CONTENT_GC) as mine:
+            return self._recover() if mine else 0
+
+    def _recover(self) -> int:
         fixed = 0
         for content_hash, path in self._blobs.trashed():
             with self._db.read() as tx:
@@ -48,6 +60,15 @@ class ContentCollector:
         return fixed
 
     def collect(self, *, grace: timedelta | None = None) -> int:
+        """Remove unreferenced content older than the grace period; 0 when another
+        runner holds the job."""
+        with exclusive_job(self._db, Job.CONTENT_GC) as mine:
+            if not mine:
+                return 0
+            self._recover()
+            return self._collect(grace)
+
+    def _collect(self, grace: timedelta | None) -> int:
         cutoff = utcnow() - (self.grace if grace is None else grace)
         with self._db.read() as tx:
             candidates = ContentRepository(tx).unreferenced(created_before=cutoff, limit=_BATCH)

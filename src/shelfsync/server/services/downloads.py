@@ -7,6 +7,7 @@ blob store by content hash, so no client string reaches the file system.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -14,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from shelfsync.server.domain.errors import NotFound, StorageFailure
+from shelfsync.server.domain.errors import NotFound, ShelfsyncError, StorageFailure
+from shelfsync.server.domain.items import Item
 from shelfsync.server.domain.paths import normalize_path
 from shelfsync.server.services.auth import Principal
 from shelfsync.server.storage.blobs import BlobStore
@@ -54,41 +56,85 @@ class DownloadService:
         can be inferred. Content recorded but missing or short on disk:
         StorageFailure (503), never a 500 and never a truncated body.
         """
-        normalized = normalize_path(path)
         with self._db.read() as conn:
-            items = ItemRepository(conn)
-            if revision is None:
-                live = items.live_at_path(principal.user_id, normalized)
-                if live is None or live.content_hash is None:
-                    raise NotFound(_NOT_FOUND)
-                target = DownloadTarget(
-                    file=None,
-                    size=live.size,
-                    content_hash=live.content_hash,
-                    modified=live.mtime or live.updated_at,
-                    item_id=live.id,
-                    revision=live.revision,
-                    name=normalized.rpartition("/")[2],
-                )
-            else:
-                # Live, else the latest tombstone: deleted content stays
-                # downloadable by revision for the retention period (section 4).
-                item = items.at_path(principal.user_id, normalized)
-                old = items.revision(item.id, revision) if item is not None else None
-                if item is None or old is None or old.deleted or old.content_hash is None:
-                    raise NotFound(f"no retained revision {revision} at that path")
-                target = DownloadTarget(
-                    file=None,
-                    size=old.size,
-                    content_hash=old.content_hash,
-                    modified=old.mtime or old.created_at or item.updated_at,
-                    item_id=item.id,
-                    revision=old.revision,
-                    name=normalized.rpartition("/")[2],
-                )
+            target = self._lookup(ItemRepository(conn), principal, path, revision)
         if target.size == 0:
             return target
         return self._with_file(target)
+
+    def resolve_many(
+        self, principal: Principal, wanted: list[tuple[str, int | None]]
+    ) -> list[DownloadTarget | ShelfsyncError]:
+        """`resolve` for many (path, revision) pairs in one read; a failure is
+        that entry's answer (batch downloads, protocol section 11.4)."""
+        found: list[DownloadTarget | ShelfsyncError] = []
+        normalized: dict[str, str] = {}
+        for path, revision in wanted:
+            if revision is None:
+                with contextlib.suppress(ShelfsyncError):
+                    normalized[path] = normalize_path(path)
+        with self._db.read() as conn:
+            items = ItemRepository(conn)
+            # The current items in one query per 500 paths; retained revisions one by one.
+            current = items.at_paths(principal.user_id, set(normalized.values()))
+            for path, revision in wanted:
+                try:
+                    if revision is None and path in normalized:
+                        found.append(self._live(current.get(normalized[path]), normalized[path]))
+                    else:
+                        found.append(self._lookup(items, principal, path, revision))
+                except ShelfsyncError as exc:
+                    found.append(exc)
+        out: list[DownloadTarget | ShelfsyncError] = []
+        for entry in found:
+            if isinstance(entry, DownloadTarget) and entry.size:
+                try:
+                    entry = self._with_file(entry)
+                except StorageFailure as exc:
+                    entry = exc
+            out.append(entry)
+        return out
+
+    @staticmethod
+    def _live(live: Item | None, normalized: str) -> DownloadTarget:
+        if live is None or live.deleted or live.content_hash is None:
+            raise NotFound(_NOT_FOUND)
+        return DownloadTarget(
+            file=None,
+            size=live.size,
+            content_hash=live.content_hash,
+            modified=live.mtime or live.updated_at,
+            item_id=live.id,
+            revision=live.revision,
+            name=normalized.rpartition("/")[2],
+        )
+
+    @staticmethod
+    def _lookup(
+        items: ItemRepository, principal: Principal, path: str, revision: int | None
+    ) -> DownloadTarget:
+        normalized = normalize_path(path)
+        if revision is None:
+            target = DownloadService._live(
+                items.live_at_path(principal.user_id, normalized), normalized
+            )
+        else:
+            # Live, else the latest tombstone: deleted content stays
+            # downloadable by revision for the retention period (section 4).
+            item = items.at_path(principal.user_id, normalized)
+            old = items.revision(item.id, revision) if item is not None else None
+            if item is None or old is None or old.deleted or old.content_hash is None:
+                raise NotFound(f"no retained revision {revision} at that path")
+            target = DownloadTarget(
+                file=None,
+                size=old.size,
+                content_hash=old.content_hash,
+                modified=old.mtime or old.created_at or item.updated_at,
+                item_id=item.id,
+                revision=old.revision,
+                name=normalized.rpartition("/")[2],
+            )
+        return target
 
     def _with_file(self, target: DownloadTarget) -> DownloadTarget:
         try:

@@ -4,6 +4,14 @@ Every writer locks the library's counter row first, so on PostgreSQL the
 writers of one library are serialized and `seq` order equals commit order (the
 architecture guide's rule); SQLite's BEGIN IMMEDIATE gives the same. Each
 accepted change becomes a new revision of its item and a new `seq`.
+
+A report batch writes through a *buffering* writer: the new states are kept in
+memory, in order, and written with three executemany statements (new items,
+changed items, revisions) at flush() or finish(), instead of three statements
+and a savepoint per change (issue 7: 0.85 ms per change, nearly all of it
+statement overhead). `atomic()` is then a rollback of the buffer, not a
+savepoint; code that must read the library from the database, or that needs a
+real savepoint, runs inside `unbuffered()`, which flushes first.
 """
 
 from __future__ import annotations
@@ -34,24 +42,77 @@ class LibraryWriter:
         self.seq = self._counters.lock(user_id)
         self._start_seq = self.seq
         self.written: list[Item] = []
+        # Buffered writes, in order: (the item's new state, whether it is a new item).
+        self._pending: list[tuple[Item, bool]] = []
+        self._buffering = False
+
+    @property
+    def buffering(self) -> bool:
+        """True while writes are kept in memory (see the module docstring)."""
+        return self._buffering
+
+    @contextlib.contextmanager
+    def buffered(self) -> Iterator[None]:
+        """Keep the block's writes in memory; they reach the database at flush(),
+        in unbuffered(), at the end of the block, or at finish()."""
+        self._buffering = True
+        try:
+            yield
+        finally:
+            self._buffering = False
+        self.flush()
+
+    @contextlib.contextmanager
+    def unbuffered(self) -> Iterator[None]:
+        """Write through (and take savepoints) for the block, after a flush."""
+        was = self._buffering
+        self.flush()
+        self._buffering = False
+        try:
+            yield
+        finally:
+            self._buffering = was
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
-        """One change, atomic on its own: on error nothing of it stays."""
-        seq, written = self.seq, len(self.written)
+        """One change, atomic on its own: on error nothing of it stays.
+
+        Unbuffered, that is a savepoint. Buffered, nothing of the block has
+        reached the database, so dropping its part of the buffer is enough.
+        """
+        seq, written, pending = self.seq, len(self.written), len(self._pending)
         try:
-            with savepoint(self.tx):
+            if self._buffering:
                 yield
+            else:
+                with savepoint(self.tx):
+                    yield
         except BaseException:
             self.seq = seq
             del self.written[written:]
+            del self._pending[pending:]
             raise
+
+    def flush(self) -> None:
+        """Write the buffered states: each item's last one, and every revision."""
+        if not self._pending:
+            return
+        self.items.store_states(
+            [item for item, _ in self._pending],
+            new_ids={item.id for item, is_new in self._pending if is_new},
+            now=self.now,
+        )
+        self._pending.clear()
 
     def _next_seq(self) -> int:
         self.seq += 1
         return self.seq
 
     def _store(self, item: Item, *, new: bool) -> Item:
+        if self._buffering:
+            self._pending.append((item, new))
+            self.written.append(item)
+            return item
         if new:
             self.items.insert(item, now=self.now)
         else:
@@ -137,6 +198,7 @@ class LibraryWriter:
 
     def finish(self) -> bool:
         """Store the counter; True when anything was written (readers to wake)."""
+        self.flush()
         if self.seq != self._start_seq:
             self._counters.set_seq(self.user_id, self.seq)
             return True

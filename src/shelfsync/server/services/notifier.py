@@ -3,6 +3,12 @@
 Writers run in worker threads and call `notify` after their commit; readers are
 asyncio tasks. A reader subscribes *before* it reads the feed, so a commit that
 lands between its read and its wait still wakes it.
+
+With several server processes (PostgreSQL) a change must also wake readers held
+by the other processes: `forward_to` gives the notifier a publisher (the
+process's LISTEN/NOTIFY channel, storage/change_channel.py) that `notify` hands
+the library to, and the channel calls `wake` for signals from other processes,
+and `wake_all` after a gap in which signals may have been lost.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 __all__ = ["ChangeNotifier", "Subscription"]
 
@@ -42,6 +49,11 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._publish: Callable[[str], None] | None = None
+
+    def forward_to(self, publish: Callable[[str], None]) -> None:
+        """Also send every `notify` to the other server processes (non-blocking)."""
+        self._publish = publish
 
     def subscribe(self, user_id: str) -> Subscription:
         subscription = Subscription(self, user_id)
@@ -58,9 +70,23 @@ class ChangeNotifier:
                     del self._subscribers[subscription.user_id]
 
     def notify(self, user_id: str) -> None:
-        """Thread-safe: wake every reader of this library."""
+        """Thread-safe, after a commit: wake every reader of this library, here and
+        (when forwarding) in the other server processes."""
+        self.wake(user_id)
+        if self._publish is not None:
+            self._publish(user_id)
+
+    def wake(self, user_id: str) -> None:
+        """Thread-safe: wake this process's readers of this library."""
         with self._lock:
             subs = list(self._subscribers.get(user_id, ()))
+        for subscription in subs:
+            subscription._fire()
+
+    def wake_all(self) -> None:
+        """Thread-safe: wake every reader in this process (they read again)."""
+        with self._lock:
+            subs = [s for group in self._subscribers.values() for s in group]
         for subscription in subs:
             subscription._fire()
 

@@ -5,6 +5,9 @@
   The highest purged seq is remembered so older cursors get 410.
 - History (replaced revisions) goes once replaced longer ago than the period.
 - Resolved conflicts go once resolved longer ago than the period.
+
+Every server process runs this on its timer; an advisory lock (storage/job_locks.py)
+lets one run at a time, and a process that finds it taken skips its turn.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from shelfsync.server.storage.conflicts import ConflictRepository
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository, LibraryCounters
+from shelfsync.server.storage.job_locks import Job, exclusive_job
 
 __all__ = ["RetentionReport", "RetentionService"]
 
@@ -36,6 +40,11 @@ class RetentionService:
         self.retention = retention
 
     def run_once(self, now: datetime | None = None) -> RetentionReport:
+        """One purge of every library; nothing when another runner holds the job."""
+        with exclusive_job(self._db, Job.RETENTION) as mine:
+            return self._run(now) if mine else RetentionReport()
+
+    def _run(self, now: datetime | None) -> RetentionReport:
         now = now or utcnow()
         cutoff = now - self.retention
         with self._db.read() as tx:

@@ -15,6 +15,7 @@ import hashlib
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +64,7 @@ from shelfsync.server.storage.blobs import BlobStore, ChunkFile
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.job_locks import Job, exclusive_job
 from shelfsync.server.storage.uploads import UploadRepository
 
 __all__ = ["ChunkReceipt", "ChunkReceiver", "UploadLimits", "UploadService"]
@@ -72,6 +74,10 @@ __all__ = ["ChunkReceipt", "ChunkReceiver", "UploadLimits", "UploadService"]
 _CLAIM_STALE = timedelta(seconds=30)
 _CLAIM_REFRESH_S = 10.0
 _DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
+
+
+class _ContentVanished(Exception):
+    """The held content of a deduplicated session was collected meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,11 @@ def parse_content_digest(header: str | None) -> bytes | None:
     return None
 
 
+def _single(blocks: list[bytes]) -> bytes:
+    """The SHA-256 of a chunk that is at most one block long."""
+    return blocks[0] if blocks else hashlib.sha256(b"").digest()
+
+
 class ChunkReceiver:
     """Receives one chunk body piece by piece (called from worker threads)."""
 
@@ -130,7 +141,10 @@ class ChunkReceiver:
         self._claim = claim
         self._stored = stored_digests
         self._digest = digest
-        self._whole = hashlib.sha256() if digest is not None else None
+        # A chunk of one block (4 MiB chunks) has the SHA-256 of that block as
+        # its Content-Digest: the block digest computed anyway checks it, so
+        # every byte is hashed once. A longer chunk needs a hash of its own.
+        self._whole = hashlib.sha256() if digest is not None and expected > BLOCK_SIZE else None
         self._hasher = ContentHasher()
         self._file: ChunkFile | None = None
         if claim is not None:
@@ -140,26 +154,37 @@ class ChunkReceiver:
         self._refreshed = time.monotonic()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.feed_pieces([data])
+
+    def feed_pieces(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        """The next pieces of the body, in order: hashed in place, written with
+        one vectored write (hashlib and the write release the GIL)."""
         if self._claim is not None and time.monotonic() - self._refreshed > _CLAIM_REFRESH_S:
             self._service.refresh_claim(self.session.id, self.index, self._claim)
             self._refreshed = time.monotonic()
-        self.received += len(data)
+        self.received += sum(len(p) for p in pieces)
         if self.received > self.expected:
             raise InvalidInput(f"chunk {self.index} is longer than its {self.expected} bytes")
-        self._hasher.update(data)
-        if self._whole is not None:
-            self._whole.update(data)
+        for piece in pieces:
+            self._hasher.update(piece)
+            if self._whole is not None:
+                self._whole.update(piece)
         if self._file is not None:
-            self._file.write(data)
+            self._file.write_pieces(pieces)
 
     def finish(self) -> ChunkReceipt:
         if self.received != self.expected:
             raise InvalidInput(
                 f"chunk {self.index} must be {self.expected} bytes, got {self.received}"
             )
-        if self._whole is not None and self._whole.digest() != self._digest:
-            raise DigestMismatch("the chunk does not match its Content-Digest; nothing was kept")
-        digests = "".join(d.hex() for d in self._hasher.finish_blocks())
+        blocks = self._hasher.finish_blocks()
+        if self._digest is not None:
+            whole = self._whole.digest() if self._whole is not None else _single(blocks)
+            if whole != self._digest:
+                raise DigestMismatch(
+                    "the chunk does not match its Content-Digest; nothing was kept"
+                )
+        digests = "".join(d.hex() for d in blocks)
         if self._claim is None:
             self._done = True
             # A repeat of a received chunk: fine with the same bytes, 409 with others
@@ -295,6 +320,13 @@ class UploadService:
                 reused = self._copy_known_chunks(session, block_hashes, known)
         try:
             with self._db.write() as tx:
+                # The held content stays share-locked until this session row is
+                # committed, from when on it counts as a reference (content_gc.py).
+                vanished = bool(held and size) and (
+                    ContentRepository(tx).size_for_user(principal.user_id, content_hash) is None
+                )
+                if vanished:
+                    raise _ContentVanished
                 uploads = UploadRepository(tx)
                 uploads.insert(session)
                 per_chunk = planned // BLOCK_SIZE
@@ -313,6 +345,20 @@ class UploadService:
                     uploads.mark_received(
                         session.id, index, claim=None, size=length, block_digests=digests
                     )
+        except _ContentVanished:
+            # Garbage-collected (by any process) between the two transactions:
+            # start again, this time as an upload of the bytes.
+            return self.create(
+                principal,
+                path=path,
+                size=size,
+                content_hash=content_hash,
+                base_revision=base_revision,
+                mtime=mtime,
+                metadata=metadata,
+                chunk_size=chunk_size,
+                block_hashes=block_hashes,
+            )
         except BaseException:
             self.blobs.discard_session(session.id)
             raise
@@ -491,6 +537,10 @@ class UploadService:
                     failed = True
                 else:
                     failed = False
+                    # Another process's garbage collection may be removing an older
+                    # copy of this very content: wait for it, or keep it off, before
+                    # the session file is dropped in favour of the stored one.
+                    writer.contents.hold(session.content_hash)
                     self.blobs.commit_session(session.id, session.content_hash)
                     contents = writer.contents
                     contents.add(
@@ -533,6 +583,12 @@ class UploadService:
     # -- housekeeping ----------------------------------------------------
 
     def expire_idle(self) -> int:
+        """Expire idle sessions and drop their files; 0 when another runner (another
+        server process) holds the job."""
+        with exclusive_job(self._db, Job.UPLOAD_EXPIRY) as mine:
+            return self._expire_idle() if mine else 0
+
+    def _expire_idle(self) -> int:
         now = utcnow()
         with self._db.write() as tx:
             uploads = UploadRepository(tx)

@@ -8,29 +8,36 @@ Layout under the content directory:
 
 A session file becomes an object by `rename` after its data was fdatasynced,
 followed by an fsync of the directory: a crash leaves either nothing or a
-whole, verified file under objects/. Library paths never reach this module:
-files are named by content hash and session id only, so no client-supplied
-string is ever joined onto a directory.
+whole, verified file under objects/. A batch upload's files are staged under
+uploads/ too (same naming, so the stale-file sweep covers them) and published
+together: one `syncfs` makes every staged file's bytes durable, the renames
+follow, and a second `syncfs` makes the renames and new folders durable.
+Library paths never reach this module: files are named by content hash and
+session id only, so no client-supplied string is ever joined onto a directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from shelfsync.server.domain.errors import InsufficientStorage, StorageFailure
 
-__all__ = ["BlobStore", "ChunkFile"]
+__all__ = ["BlobStore", "ChunkFile", "StagedFile"]
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _SESSION = re.compile(r"^[0-9a-f-]{36}$")
 _COPY_STEP = 64 * 1024 * 1024
+# Buffers per pwritev (the kernel takes at most IOV_MAX, 1024 on Linux).
+_IOV_BATCH = 512
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,6 +62,32 @@ def _make_dirs(path: Path) -> None:
         _fsync_dir(folder.parent)
 
 
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_syncfs = getattr(_libc, "syncfs", None)
+
+
+def _sync_filesystem(path: Path) -> None:
+    """Flush every dirty page and inode of the file system holding `path`.
+
+    Why syncfs for a batch and not an fdatasync per file (measured here, ext4,
+    1000 files of 8.6 KiB written, renamed into fan-out folders, durable):
+    fdatasync each + fsync each folder 4.5-5.4 s, write all + syncfs + rename +
+    syncfs 1.3-2.1 s. Every fdatasync is its own journal commit; syncfs is one
+    for the lot (Linux >= 2.6.39; it reports write-back errors since 5.8). Where
+    syncfs is missing (not Linux) it falls back to sync(), which is slower but
+    just as durable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _syncfs is None:
+            os.sync()
+        elif _syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _io_errors() -> Iterator[None]:
     """Disk full becomes 507, any other I/O failure 503: never a 500, never silent."""
@@ -75,12 +108,25 @@ class ChunkFile:
         self.written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
+        self.write_pieces([data])
+
+    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Write these buffers one after the other: one pwritev per up to
+        _IOV_BATCH of them, no joining copy."""
+        views = [memoryview(p).cast("B") for p in pieces if len(p)]
         with _io_errors():
-            while view:
-                n = os.pwrite(self._fd, view, self.offset + self.written)
+            while views:
+                batch = views[:_IOV_BATCH]
+                n = os.pwritev(self._fd, batch, self.offset + self.written)
                 self.written += n
-                view = view[n:]
+                # Drop what went out; a short write resumes inside a buffer.
+                while n and views:
+                    if n >= len(views[0]):
+                        n -= len(views[0])
+                        views.pop(0)
+                    else:
+                        views[0] = views[0][n:]
+                        n = 0
 
     def sync(self) -> None:
         with _io_errors():
@@ -88,6 +134,35 @@ class ChunkFile:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class StagedFile:
+    """One content of a batch, written under uploads/ and not yet durable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        with _io_errors():
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        with _io_errors():
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with _io_errors():
+                os.close(fd)
+
+    def discard(self) -> None:
+        self.close()
+        with _io_errors():
+            self.path.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -191,6 +266,39 @@ class BlobStore:
             _fsync_dir(self.objects)
             _fsync_dir(self.uploads)
         return True
+
+    # -- batches ---------------------------------------------------------
+
+    def stage(self, stage_id: str) -> StagedFile:
+        """A new staging file (a session-style name, swept when left behind)."""
+        return StagedFile(self.session_path(stage_id))
+
+    def publish(self, staged: list[tuple[StagedFile, str]]) -> None:
+        """Make verified staged files objects, all durable on return.
+
+        Order: bytes durable (syncfs), then the renames, then the renames and
+        new folders durable (syncfs). A crash before the end leaves whole
+        files under objects/ or staging files the sweep removes, never a
+        name under objects/ whose bytes were not on disk first.
+        """
+        if not staged:
+            return
+        with _io_errors():
+            for file, _ in staged:
+                file.close()
+            _sync_filesystem(self.uploads)
+            for file, content_hash in staged:
+                target = self.object_path(content_hash)
+                if target.is_file():
+                    file.path.unlink(missing_ok=True)  # stored already: kept once
+                    continue
+                try:
+                    os.rename(file.path, target)
+                except FileNotFoundError:
+                    # A new fan-out folder (synced by the syncfs below).
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(file.path, target)
+            _sync_filesystem(self.objects)
 
     # -- garbage collection ----------------------------------------------
 

@@ -70,6 +70,20 @@ class ContentRepository:
             found.update({str(r[0]): int(r[1]) for r in rows})
         return found
 
+    def hold(self, content_hash: str) -> bool:
+        """Share-lock the content row until commit, if there is one (False if not).
+
+        A writer about to place or reuse the content's file holds it so that a
+        garbage collection in any process either finished before (the row and
+        file are gone) or skips it (its FOR UPDATE SKIP LOCKED passes it by).
+        """
+        row = self._conn.execute(
+            sa.select(contents.c.content_hash)
+            .where(contents.c.content_hash == content_hash)
+            .with_for_update(read=True)
+        ).first()
+        return row is not None
+
     def exists(self, content_hash: str) -> bool:
         row = self._conn.execute(
             sa.select(contents.c.content_hash).where(contents.c.content_hash == content_hash)
@@ -88,6 +102,40 @@ class ContentRepository:
             insert(user_contents)
             .values(user_id=user_id, content_hash=content_hash, created_at=now)
             .on_conflict_do_nothing(index_elements=["user_id", "content_hash"])
+        )
+
+    def add_many(self, *, user_id: str, sizes: dict[str, int], now: datetime) -> None:
+        """`add` for many contents at once (batch uploads): two executemany."""
+        if not sizes:
+            return
+        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        ordered = sorted(sizes.items())  # one lock order on PostgreSQL
+        self._conn.execute(
+            insert(contents).on_conflict_do_nothing(index_elements=["content_hash"]),
+            [{"content_hash": h, "size": n, "created_at": now} for h, n in ordered],
+        )
+        self._conn.execute(
+            insert(user_contents).on_conflict_do_nothing(
+                index_elements=["user_id", "content_hash"]
+            ),
+            [{"user_id": user_id, "content_hash": h, "created_at": now} for h, _ in ordered],
+        )
+
+    def add_blocks_many(self, blocks: dict[str, list[str]]) -> None:
+        """`add_blocks` for many contents at once, one executemany."""
+        rows = [
+            {"content_hash": h, "block_index": i, "digest": d}
+            for h, digests in sorted(blocks.items())
+            for i, d in enumerate(digests)
+        ]
+        if not rows:
+            return
+        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        self._conn.execute(
+            insert(content_blocks).on_conflict_do_nothing(
+                index_elements=["content_hash", "block_index"]
+            ),
+            rows,
         )
 
     def add_blocks(self, content_hash: str, digests: list[str]) -> None:

@@ -14,18 +14,28 @@ _SECRET_BYTES = 32
 def load_or_create_secret(path: Path) -> bytes:
     """Read the secret, creating it (mode 0600, fsynced) on first start.
 
-    Creation uses O_EXCL so two processes starting at once agree on one secret.
+    Two processes starting at once (several `serve`s, or `--workers`) agree on
+    one secret: each writes a whole candidate under a name of its own, and
+    `link` (which never replaces) publishes the first; a reader never sees the
+    file before its contents.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read(path)
+    candidate = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, secrets.token_hex(_SECRET_BYTES).encode() + b"\n")
-        os.fsync(fd)
+        try:
+            os.write(fd, secrets.token_hex(_SECRET_BYTES).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(candidate, path)
+        except FileExistsError:
+            return _read(path)
     finally:
-        os.close(fd)
+        candidate.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -36,6 +36,28 @@ class ThrottleRepository:
             return None
         return ThrottleState(row["failures"], row["window_started_at"], row["blocked_until"])
 
+    def lock(self, key: str, *, now: datetime) -> ThrottleState:
+        """The key's state, row-locked until commit (created empty if missing).
+
+        Failures are counted read-modify-write; without the lock two processes
+        (or threads) recording a failure at once would both count from the same
+        value and one failure would be lost.
+        """
+        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        self._conn.execute(
+            insert(login_throttle)
+            .values(key=key, failures=0, window_started_at=now, blocked_until=None)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        row = (
+            self._conn.execute(
+                sa.select(login_throttle).where(login_throttle.c.key == key).with_for_update()
+            )
+            .mappings()
+            .one()
+        )
+        return ThrottleState(row["failures"], row["window_started_at"], row["blocked_until"])
+
     def put(self, key: str, state: ThrottleState) -> None:
         values = {
             "failures": state.failures,

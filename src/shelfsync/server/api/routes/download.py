@@ -22,9 +22,9 @@ from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
 from shelfsync.server.api.errors import problem_response
 from shelfsync.server.api.file_responses import (
     RangesResponse,
-    WholeFileResponse,
     content_disposition,
     content_type_for,
+    whole_file,
 )
 from shelfsync.server.api.responses import problems
 from shelfsync.server.domain.errors import InvalidPath
@@ -164,6 +164,7 @@ def download(
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
+        body=True,
         range_header=range_,
         if_range=if_range,
         if_none_match=if_none_match,
@@ -197,6 +198,7 @@ def download_head(
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
+        body=False,
         range_header=range_,
         if_range=if_range,
         if_none_match=if_none_match,
@@ -221,6 +223,7 @@ def _require_utf8(request: Request) -> None:
 def _answer(
     target: DownloadTarget,
     *,
+    body: bool,
     range_header: str | None,
     if_range: str | None,
     if_none_match: str | None,
@@ -265,9 +268,12 @@ def _answer(
         headers["Content-Length"] = str(target.size)
         if target.file is None:  # empty content has no file
             return Response(status_code=200, headers=headers)
-        return WholeFileResponse(target.file, headers=headers, media_type=media_type)
+        # Routes are sync (a worker thread): stat (and small ranges) are read here.
+        return whole_file(target.file, headers=headers, media_type=media_type)
     if len(ranges) == 1:
-        return RangesResponse.single(target.file, ranges[0], size=target.size, headers=headers)
+        return RangesResponse.single(
+            target.file, ranges[0], size=target.size, headers=headers, prefetch=body
+        )
     return RangesResponse.multipart(
         target.file, ranges, size=target.size, media_type=media_type, headers=headers
     )

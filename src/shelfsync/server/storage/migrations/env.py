@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from shelfsync.server.storage.job_locks import Job, hold_for_transaction
 from shelfsync.server.storage.tables import metadata
 
 config = context.config
@@ -16,5 +17,8 @@ with engine.connect() as connection:
         compare_type=True,
     )
     with context.begin_transaction():
+        # Several server processes may start at once on one PostgreSQL database:
+        # one migrates while the others wait, then find the schema current.
+        hold_for_transaction(connection, Job.MIGRATIONS)
         context.run_migrations()
     connection.commit()

@@ -1,0 +1,551 @@
+"""Upload, download and server memory of one large file, against nginx, in one run.
+
+Goals (issue 7):
+  3. upload: a 1 GiB incompressible file through the project's client code
+     (client/upload.py's Uploader over client/http.py's ApiClient: what
+     `shelfsync sync` runs for a large file: hash check, session, chunk PUTs in
+     parallel, complete) into a real `shelfsync serve` on loopback, at least
+     1.0x nginx's WebDAV PUT of the same file;
+  4. download: the whole file at least 0.5x nginx's throughput, and 1,000
+     random 1 MiB Range GETs at least 0.5x nginx's request rate (both sides
+     fetched with the same client: curl, one keep-alive connection);
+  7. memory: the server's RSS (summed over its processes, from /proc) stays
+     under 150 MiB while it receives a 1 GiB upload and serves a 1 GiB
+     download at once.
+
+The anchors run in the same process, interleaved with the shelfsync runs:
+a private nginx (worker_processes 1, sendfile, WebDAV PUT, like
+../shared/bench/http_bench.sh) serving and accepting the same payload. The
+upload anchor is one streamed PUT (`curl -T`); nginx also gets the same file as
+8 MiB chunks, 4 PUTs at a time, from httpx (what a chunked client does), shown
+for reference. nginx does not fsync; shelfsync fdatasyncs every chunk before
+its 200 (and renames/fsyncs at complete), and hashes every byte.
+
+Each upload run first writes a fresh 32-byte nonce at the start of every 4 MiB
+block of the payload (so the server can neither deduplicate nor reuse
+blocks), computes its content hash outside the timing (as the client's scan
+would have), deletes nginx's previous upload, and runs
+`sync` so no run starts with dirty pages. Every shelfsync run is checked
+(result `applied`, the ETag of the stored file is the content hash), one range
+is compared byte for byte.
+
+Both ASGI servers are measured (`--servers uvicorn,granian`), so the default
+of `shelfsync serve --server` is chosen by measurement.
+
+    .venv/bin/python bench/transfer.py --quick          # 256 MiB, 1 run, ~40 s
+    .venv/bin/python bench/transfer.py --json out.json  # 1 GiB, 3 runs (median)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import host_info, judge, now_iso, write_json
+from _procs import Nginx, Shelfsync, cpu_seconds, make_payload, tree_pids
+
+from shelfsync.client.http import ApiClient
+from shelfsync.client.progress import QuietReporter
+from shelfsync.client.state import State
+from shelfsync.client.transfer import TransferCounters, TransferSettings
+from shelfsync.client.upload import Uploader, UploadJob
+from shelfsync.content_hash import BLOCK_SIZE, hash_file
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+GOAL_UPLOAD = 1.0
+GOAL_DOWNLOAD = 0.5
+GOAL_RANGES = 0.5
+GOAL_RSS_MIB = 150
+RANGE_BYTES = MIB
+NGINX_CHUNK = 8 * MIB
+
+Json = dict[str, Any]
+
+
+def _own_cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fresh_sync() -> None:
+    os.sync()
+
+
+class Payload:
+    """The file every upload sends; a new nonce per run keeps it new to the server."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.hash = ""
+        self.runs = 0
+
+    def renew(self, tag: str) -> None:
+        self.runs += 1
+        # Into every 4 MiB block: the server reuses blocks it already holds.
+        nonce = f"{tag}-{self.runs}-{time.time_ns()}".encode()[:32].ljust(32, b".")
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for offset in range(0, self.size, BLOCK_SIZE):
+                os.pwrite(fd, nonce, offset)
+        finally:
+            os.close(fd)
+        self.hash = hash_file(self.path)
+
+
+# -- nginx anchors -----------------------------------------------------------------
+
+
+def nginx_put_single(nginx: Nginx, payload: Payload, cpu: list[float]) -> float:
+    target = nginx.dav / "single.bin"
+    target.unlink(missing_ok=True)
+    fresh_sync()
+    assert nginx.process is not None
+    pids = tree_pids(nginx.process.pid)
+    cpu_before = cpu_seconds(pids)
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "-o",
+            "/dev/null",
+            "-T",
+            str(payload.path),
+            f"{nginx.url}/dav/single.bin",
+        ],
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    cpu.append(cpu_seconds(pids) - cpu_before)
+    if target.stat().st_size != payload.size:
+        raise RuntimeError("nginx stored a different size")
+    return elapsed
+
+
+def nginx_put_chunked(nginx: Nginx, payload: Payload, http: httpx.Client) -> float:
+    chunks = nginx.dav / "chunks"
+    shutil.rmtree(chunks, ignore_errors=True)
+    chunks.mkdir()
+    fresh_sync()
+    count = -(-payload.size // NGINX_CHUNK)
+    fd = os.open(payload.path, os.O_RDONLY)
+
+    def put(index: int) -> None:
+        data = os.pread(fd, NGINX_CHUNK, index * NGINX_CHUNK)
+        response = http.put(f"{nginx.url}/dav/chunks/c{index:05d}", content=data)
+        if response.status_code not in (201, 204):
+            raise RuntimeError(f"nginx chunk PUT: {response.status_code}")
+
+    try:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(put, range(count)))
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+
+
+# -- downloads (same client, curl, for both sides) ---------------------------------
+
+
+def curl_get(url: str, headers: list[str]) -> float:
+    cmd = ["curl", "-sS", "--fail", "-o", "/dev/null", url]
+    for header in headers:
+        cmd += ["-H", header]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def range_config(path: Path, url: str, offsets: list[int], headers: list[str]) -> Path:
+    entries = []
+    for offset in offsets:
+        lines = [
+            "silent",
+            "show-error",
+            "fail",
+            f'url = "{url}"',
+            f'range = "{offset}-{offset + RANGE_BYTES - 1}"',
+            'output = "/dev/null"',
+        ]
+        lines += [f'header = "{h}"' for h in headers]
+        entries.append("\n".join(lines))
+    path.write_text("\nnext\n".join(entries) + "\n")
+    return path
+
+
+def curl_ranges(config: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["curl", "-sS", "--fail", "-K", str(config)], check=True)
+    return time.perf_counter() - start
+
+
+# -- shelfsync ---------------------------------------------------------------------
+
+
+class ClientSide:
+    """The sync client's upload machinery, as SyncEngine builds it."""
+
+    def __init__(self, server: Shelfsync, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.settings = TransferSettings()
+        self.state = State(folder)
+        self.api = ApiClient(server.url, device_token=server.device_tokens[0])
+        self.pool = ThreadPoolExecutor(self.settings.parallel_chunks, "bench-chunk")
+        self.uploader = Uploader(
+            api=self.api,
+            state=self.state,
+            settings=self.settings,
+            counters=TransferCounters(),
+            reporter=QuietReporter(),
+            chunk_pool=self.pool,
+        )
+        self.api.conflicts()  # the access token, outside any timing
+
+    def upload(self, payload: Payload, library_path: str) -> float:
+        job = UploadJob(
+            path=library_path,
+            file=payload.path,
+            content_hash=payload.hash,
+            size=payload.size,
+            mtime_ns=payload.path.stat().st_mtime_ns,
+            base_revision=None,
+        )
+        start = time.perf_counter()
+        result = self.uploader.upload(job)
+        elapsed = time.perf_counter() - start
+        if result is None or result.status != "applied":
+            raise RuntimeError(f"upload of {library_path} did not land: {result}")
+        return elapsed
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.api.close()
+        self.state.close()
+
+
+def check_stored(server: Shelfsync, library_path: str, payload: Payload, offset: int) -> None:
+    headers = {"Authorization": f"Bearer {server.access_tokens[0]}"}
+    url = f"{server.url}/api/v1/sync/download/{library_path}"
+    with httpx.Client(timeout=60) as http:
+        head = http.head(url, headers=headers)
+        if head.headers.get("etag") != f'"{payload.hash}"':
+            raise RuntimeError(f"stored ETag {head.headers.get('etag')} is not {payload.hash}")
+        part = http.get(
+            url, headers={**headers, "Range": f"bytes={offset}-{offset + RANGE_BYTES - 1}"}
+        )
+    with payload.path.open("rb") as fh:
+        fh.seek(offset)
+        if part.status_code != 206 or part.content != fh.read(RANGE_BYTES):
+            raise RuntimeError("a range of the stored file differs from the payload")
+
+
+def memory_under_load(
+    server: Shelfsync, client: ClientSide, payload: Payload, download_path: str
+) -> Json:
+    """Peak RSS of the server's processes while one upload and one download run."""
+    idle = server.rss()
+    payload.renew("mem")
+    fresh_sync()
+    peak = idle
+    samples = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak, samples
+        while not stop.is_set():
+            peak = max(peak, server.rss())
+            samples += 1
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    url = f"{server.url}/api/v1/sync/download/{download_path}"
+    header = f"Authorization: Bearer {server.access_tokens[0]}"
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            up = pool.submit(client.upload, payload, "mem-upload.bin")
+            down = pool.submit(curl_get, url, [header])
+            up_s, down_s = up.result(), down.result()
+    finally:
+        stop.set()
+        sampler.join()
+    return {
+        "idle_rss_mib": idle / MIB,
+        "peak_rss_mib": peak / MIB,
+        "samples": samples,
+        "processes": len(server.pids()),
+        "upload_s": up_s,
+        "download_s": down_s,
+    }
+
+
+def interleave(
+    runs: int, first: Callable[[], float], second: Callable[[], float]
+) -> tuple[list[float], list[float]]:
+    a, b = [], []
+    for _ in range(runs):
+        a.append(first())
+        b.append(second())
+    return a, b
+
+
+def measure_server(
+    name: str, args: argparse.Namespace, tmp: Path, nginx: Nginx, payload: Payload
+) -> Json:
+    server = Shelfsync(tmp / f"srv-{name}", name).start()
+    client = ClientSide(server, tmp / f"client-{name}")
+    nginx_http = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=4))
+    try:
+        out: Json = {"server": name, "idle_rss_mib": server.rss() / MIB}
+        # Upload: nginx single PUT, nginx chunked, shelfsync client, interleaved per run.
+        up_nginx, up_nginx_chunked, up_ours = [], [], []
+        cpu_nginx: list[float] = []
+        cpu_server: list[float] = []
+        cpu_client: list[float] = []
+        for run in range(args.runs):
+            payload.renew(f"{name}-{run}")
+            up_nginx.append(nginx_put_single(nginx, payload, cpu_nginx))
+            up_nginx_chunked.append(nginx_put_chunked(nginx, payload, nginx_http))
+            fresh_sync()
+            path = f"up/run-{run}.bin"
+            server_before, client_before = cpu_seconds(server.pids()), _own_cpu()
+            up_ours.append(client.upload(payload, path))
+            cpu_server.append(cpu_seconds(server.pids()) - server_before)
+            cpu_client.append(_own_cpu() - client_before)
+            check_stored(
+                server,
+                path,
+                payload,
+                offset=random.Random(run).randrange(payload.size - RANGE_BYTES),
+            )
+        stored = f"up/run-{args.runs - 1}.bin"
+        # nginx serves the same bytes as the last upload.
+        served = nginx.files / "payload.bin"
+        served.unlink(missing_ok=True)
+        os.link(payload.path, served)
+        size = payload.size
+        out["upload"] = {
+            "nginx_put_s": up_nginx,
+            "nginx_chunked_put_s": up_nginx_chunked,
+            "shelfsync_s": up_ours,
+            "nginx_MBps": size / median(up_nginx) / 1e6,
+            "nginx_chunked_MBps": size / median(up_nginx_chunked) / 1e6,
+            "shelfsync_MBps": size / median(up_ours) / 1e6,
+            # CPU seconds per GiB: what the work costs, whatever else runs.
+            "nginx_cpu_s_per_gib": median(cpu_nginx) * GIB / size,
+            "server_cpu_s_per_gib": median(cpu_server) * GIB / size,
+            "client_cpu_s_per_gib": median(cpu_client) * GIB / size,
+        }
+        # Full download: curl for both.
+        auth = [f"Authorization: Bearer {server.access_tokens[0]}"]
+        ours_url = f"{server.url}/api/v1/sync/download/{stored}"
+        nginx_url = f"{nginx.url}/files/payload.bin"
+        curl_get(nginx_url, [])  # page cache and connections warm for both
+        curl_get(ours_url, auth)
+        dl_nginx, dl_ours = interleave(
+            args.runs, lambda: curl_get(nginx_url, []), lambda: curl_get(ours_url, auth)
+        )
+        out["download"] = {
+            "nginx_s": dl_nginx,
+            "shelfsync_s": dl_ours,
+            "nginx_MBps": size / median(dl_nginx) / 1e6,
+            "shelfsync_MBps": size / median(dl_ours) / 1e6,
+        }
+        # Random 1 MiB ranges: the same offsets for both, one curl, one connection.
+        rng = random.Random(7)
+        offsets = [rng.randrange(size - RANGE_BYTES) for _ in range(args.ranges)]
+        cfg_nginx = range_config(tmp / "ranges-nginx.cfg", nginx_url, offsets, [])
+        cfg_ours = range_config(tmp / f"ranges-{name}.cfg", ours_url, offsets, auth)
+        rg_nginx, rg_ours = interleave(
+            args.runs, lambda: curl_ranges(cfg_nginx), lambda: curl_ranges(cfg_ours)
+        )
+        out["ranges"] = {
+            "count": args.ranges,
+            "nginx_s": rg_nginx,
+            "shelfsync_s": rg_ours,
+            "nginx_per_s": args.ranges / median(rg_nginx),
+            "shelfsync_per_s": args.ranges / median(rg_ours),
+        }
+        out["memory"] = memory_under_load(server, client, payload, stored)
+        return out
+    finally:
+        nginx_http.close()
+        client.close()
+        server.stop()
+        shutil.rmtree(server.data_dir / "content", ignore_errors=True)
+
+
+def ratios(result: Json) -> Json:
+    return {
+        "upload": result["upload"]["shelfsync_MBps"] / result["upload"]["nginx_MBps"],
+        "upload_vs_chunked": result["upload"]["shelfsync_MBps"]
+        / result["upload"]["nginx_chunked_MBps"],
+        "download": result["download"]["shelfsync_MBps"] / result["download"]["nginx_MBps"],
+        "ranges": result["ranges"]["shelfsync_per_s"] / result["ranges"]["nginx_per_s"],
+        "peak_rss_mib": result["memory"]["peak_rss_mib"],
+    }
+
+
+def print_result(result: Json, size: int) -> None:
+    name = result["server"]
+    up, dl, rg, mem = result["upload"], result["download"], result["ranges"], result["memory"]
+    print(f"\n== shelfsync serve --server {name} ({size / MIB:.0f} MiB payload)")
+    print(f"  idle server RSS                      {result['idle_rss_mib']:8.1f} MiB")
+    print(f"  upload   nginx WebDAV PUT (curl -T)  {up['nginx_MBps']:8.0f} MB/s")
+    print(f"  upload   nginx 8 MiB x4 PUTs (httpx) {up['nginx_chunked_MBps']:8.0f} MB/s")
+    print(f"  upload   shelfsync client            {up['shelfsync_MBps']:8.0f} MB/s")
+    print(
+        f"  upload   CPU s/GiB: nginx {up['nginx_cpu_s_per_gib']:.2f}; shelfsync server "
+        f"{up['server_cpu_s_per_gib']:.2f} + client {up['client_cpu_s_per_gib']:.2f}"
+    )
+    print(f"  download nginx (curl)                {dl['nginx_MBps']:8.0f} MB/s")
+    print(f"  download shelfsync (curl)            {dl['shelfsync_MBps']:8.0f} MB/s")
+    print(f"  ranges   nginx (curl, {rg['count']} x 1 MiB)   {rg['nginx_per_s']:8.0f} req/s")
+    print(f"  ranges   shelfsync (curl)            {rg['shelfsync_per_s']:8.0f} req/s")
+    print(
+        f"  memory   peak RSS {mem['peak_rss_mib']:.1f} MiB over {mem['processes']} process(es) "
+        f"(idle {mem['idle_rss_mib']:.1f}) during upload {mem['upload_s']:.2f} s + "
+        f"download {mem['download_s']:.2f} s"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="256 MiB, 1 run, 200 ranges")
+    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument("--size-mib", type=int, help="payload size (default 1024, quick 256)")
+    parser.add_argument("--runs", type=int, help="timed runs per case (default 3, quick 1)")
+    parser.add_argument("--ranges", type=int, help="Range GETs (default 1000, quick 200)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    args.size_mib = args.size_mib or (256 if args.quick else 1024)
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.ranges = args.ranges or (200 if args.quick else 1000)
+    size = args.size_mib * MIB
+    servers = [s for s in args.servers.split(",") if s]
+    started = now_iso()
+    tmp = Path(tempfile.mkdtemp(prefix="shelfsync-bench-transfer-"))
+    nginx = Nginx(tmp / "nginx")
+    results: list[Json] = []
+    try:
+        payload = Payload(tmp / "payload.bin", size)
+        make_payload(payload.path, size)
+        nginx.start()
+        for name in servers:
+            results.append(measure_server(name, args, tmp, nginx, payload))
+    finally:
+        nginx.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    for result in results:
+        print_result(result, size)
+    table = {r["server"]: ratios(r) for r in results}
+    goals = []
+    for r in results:
+        name, rt = r["server"], table[r["server"]]
+        up, dl, rg, mem = r["upload"], r["download"], r["ranges"], r["memory"]
+        rows = [
+            (
+                3,
+                "upload",
+                f"nginx WebDAV PUT (curl -T): {up['nginx_MBps']:.0f} MB/s",
+                f"{up['shelfsync_MBps']:.0f} MB/s",
+                rt["upload"],
+                f">= {GOAL_UPLOAD}",
+            ),
+            (
+                4,
+                "download",
+                f"nginx (curl): {dl['nginx_MBps']:.0f} MB/s",
+                f"{dl['shelfsync_MBps']:.0f} MB/s",
+                rt["download"],
+                f">= {GOAL_DOWNLOAD}",
+            ),
+            (
+                4,
+                "1 MiB ranges",
+                f"nginx (curl): {rg['nginx_per_s']:.0f} req/s",
+                f"{rg['shelfsync_per_s']:.0f} req/s",
+                rt["ranges"],
+                f">= {GOAL_RANGES}",
+            ),
+            (
+                7,
+                "RSS, upload + download at once",
+                f"goal: < {GOAL_RSS_MIB} MiB",
+                f"peak {mem['peak_rss_mib']:.1f} MiB",
+                mem["peak_rss_mib"] / GOAL_RSS_MIB,
+                "<= 1.0",
+            ),
+        ]
+        for goal, label, anchor, ours, ratio, target in rows:
+            goals.append(
+                {
+                    "goal": goal,
+                    "label": f"{label} ({name})",
+                    "anchor": anchor,
+                    "shelfsync": ours,
+                    "ratio": round(ratio, 3),
+                    "target": target,
+                    "met": judge(ratio, target),
+                    "comparable": not args.quick,
+                    "command": f"bench/transfer.py --servers {name}",
+                }
+            )
+    if args.json is not None:
+        write_json(
+            args.json,
+            {
+                "script": "transfer",
+                "schema": 1,
+                "quick": args.quick,
+                "command": " ".join(["bench/transfer.py", *sys.argv[1:]]),
+                "started": started,
+                "finished": now_iso(),
+                "host": host_info(),
+                "goals": goals,
+                "size_bytes": size,
+                "results": results,
+                "ratios": table,
+            },
+        )
+    print()
+    ok = True
+    for r in results:
+        mem = r["memory"]
+        print(
+            f"[{r['server']}] upload vs nginx 8 MiB x4 chunked PUTs: "
+            f"{table[r['server']]['upload_vs_chunked']:.2f}x; "
+            f"idle RSS {mem['idle_rss_mib']:.1f} MiB"
+        )
+    for g in goals:
+        ok = ok and bool(g["met"])
+        print(
+            f"{'ok  ' if g['met'] else 'MISS'} goal {g['goal']} {g['label']}: {g['shelfsync']} vs "
+            f"{g['anchor']} = {g['ratio']:.2f} (target {g['target']})"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

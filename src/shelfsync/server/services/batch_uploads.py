@@ -1,0 +1,282 @@
+"""Batch upload of small files: many files' bytes in one request (protocol 11.4).
+
+The API layer parses the manifest and hands the rest of the body here piece by
+piece (`BatchReceiver.feed`, from worker threads). Each file's bytes are
+hashed as they pass and, when the user's store lacks that content, written to
+a staging file. `finish` publishes the verified files (durable: see
+`BlobStore.publish`), records them as this user's content, and lands every
+file that verified through the report engine, exactly as an upload's
+`complete` would: base revision, conflicts, unchanged. A file whose bytes do
+not hash to its `content_hash` is answered `rejected` (`hash_mismatch`) and
+the others still land. A body that ends early or runs long keeps nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shelfsync.content_hash import EMPTY_HASH, ContentHasher, is_content_hash
+from shelfsync.server.domain.clock import utcnow
+from shelfsync.server.domain.errors import (
+    BatchMalformed,
+    BatchTooLarge,
+    BatchTruncated,
+    HashMismatch,
+    InsufficientStorage,
+    InvalidInput,
+    InvalidPath,
+    ShelfsyncError,
+)
+from shelfsync.server.domain.items import ChangeOp, validate_metadata
+from shelfsync.server.domain.paths import normalize_path
+from shelfsync.server.services.auth import AuthService, Principal
+from shelfsync.server.services.report import MAX_CHANGES as REPORT_MAX_CHANGES
+from shelfsync.server.services.report import (
+    LocalChange,
+    ReportResult,
+    ReportService,
+    ReportStatus,
+)
+from shelfsync.server.storage.blobs import BlobStore, StagedFile
+from shelfsync.server.storage.contents import ContentRepository
+from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.uploads import UploadRepository
+
+__all__ = ["BatchFileIn", "BatchLimits", "BatchReceiver", "BatchUploadService"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_files: int  # files per batch
+    max_bytes: int  # the files' bytes together
+    max_file_bytes: int  # one file (larger ones go through chunked sessions)
+    quota_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFileIn:
+    path: str
+    size: int
+    content_hash: str
+    base_revision: int | None
+    mtime: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One manifest entry while its bytes stream in."""
+
+    file: BatchFileIn
+    path: str  # normalized
+    store: bool  # write its bytes (this user's store lacks them, first of its hash)
+    error: ShelfsyncError | None = None
+    hasher: ContentHasher | None = None
+    staged: StagedFile | None = None
+
+
+class BatchReceiver:
+    """Consumes the files' bytes of one batch, in manifest order."""
+
+    def __init__(
+        self, service: BatchUploadService, principal: Principal, slots: list[_Slot]
+    ) -> None:
+        self._service = service
+        self._principal = principal
+        self._slots = slots
+        self._index = 0  # the slot being received
+        self._left = slots[0].file.size if slots else 0  # its bytes still to come
+        self._closed = False
+        self._open_current()
+
+    @property
+    def expected_bytes(self) -> int:
+        return sum(s.file.size for s in self._slots)
+
+    def _open_current(self) -> None:
+        while self._index < len(self._slots):
+            slot = self._slots[self._index]
+            slot.hasher = ContentHasher()
+            if slot.store and slot.error is None:
+                slot.staged = self._service.blobs.stage(str(uuid.uuid4()))
+            if slot.file.size:
+                self._left = slot.file.size
+                return
+            self._close_current()
+            self._index += 1
+
+    def _close_current(self) -> None:
+        slot = self._slots[self._index]
+        assert slot.hasher is not None
+        if slot.error is None and slot.hasher.hexdigest() != slot.file.content_hash:
+            slot.error = HashMismatch(
+                f"the bytes of {slot.file.path} do not hash to its content_hash; nothing of it "
+                "was kept"
+            )
+        if slot.error is not None and slot.staged is not None:
+            slot.staged.discard()
+            slot.staged = None
+        if slot.error is not None and slot.store:
+            # A later entry with the same content (and right bytes) stores it instead.
+            slot.store = False
+            for later in self._slots[self._index + 1 :]:
+                if later.file.content_hash == slot.file.content_hash and later.error is None:
+                    later.store = True
+                    break
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            if self._index >= len(self._slots):
+                raise BatchMalformed("the body holds more bytes than its manifest announced")
+            slot = self._slots[self._index]
+            take = view[: self._left]
+            assert slot.hasher is not None
+            slot.hasher.update(take)
+            if slot.staged is not None:
+                slot.staged.write(take)
+            self._left -= len(take)
+            view = view[len(take) :]
+            if self._left == 0:
+                self._close_current()
+                self._index += 1
+                self._open_current()
+
+    def finish(self) -> list[ReportResult]:
+        if self._index < len(self._slots):
+            slot = self._slots[self._index]
+            raise BatchTruncated(
+                f"the body ended inside file {self._index} ({slot.file.path}): "
+                f"{self._left} of its {slot.file.size} bytes missing; nothing was kept"
+            )
+        self._closed = True
+        return self._service.land(self._principal, self._slots)
+
+    def abort(self) -> None:
+        """Drop every staging file (a failed or abandoned request)."""
+        for slot in self._slots:
+            if slot.staged is not None:
+                slot.staged.discard()
+                slot.staged = None
+
+
+class BatchUploadService:
+    def __init__(
+        self, *, db: Database, blobs: BlobStore, report: ReportService, limits: BatchLimits
+    ) -> None:
+        self._db = db
+        self.blobs = blobs
+        self._report = report
+        self.limits = limits
+
+    def begin(self, principal: Principal, files: list[BatchFileIn]) -> BatchReceiver:
+        """Check the manifest against the limits and the quota; a receiver for its bytes."""
+        AuthService.require_device(principal)
+        limits = self.limits
+        if not 1 <= len(files) <= limits.max_files:
+            raise BatchTooLarge(f"a batch carries 1 to {limits.max_files} files")
+        total = 0
+        for f in files:
+            if f.size < 0:
+                raise BatchMalformed(f"{f.path}: size must not be negative")
+            if f.size > limits.max_file_bytes:
+                raise BatchTooLarge(
+                    f"{f.path}: files in a batch may be at most {limits.max_file_bytes} bytes; "
+                    "upload larger ones in chunks"
+                )
+            total += f.size
+        if total > limits.max_bytes:
+            raise BatchTooLarge(f"a batch may carry at most {limits.max_bytes} bytes of files")
+        slots = [self._slot(f) for f in files]
+        hashes = {s.file.content_hash for s in slots if s.error is None and s.file.size}
+        now = utcnow()
+        with self._db.read() as tx:
+            contents = ContentRepository(tx)
+            held = contents.sizes_for_user(principal.user_id, hashes) if hashes else {}
+            new_sizes: dict[str, int] = {}
+            for slot in slots:
+                h = slot.file.content_hash
+                if slot.error is not None or not slot.file.size or h in held:
+                    continue
+                if h not in new_sizes:
+                    new_sizes[h] = slot.file.size
+                    slot.store = True
+            if new_sizes and limits.quota_bytes is not None:
+                used = contents.used_bytes(principal.user_id) + UploadRepository(tx).pending_bytes(
+                    principal.user_id, now=now
+                )
+                if used + sum(new_sizes.values()) > limits.quota_bytes:
+                    raise InsufficientStorage("this batch would exceed your storage quota")
+        return BatchReceiver(self, principal, slots)
+
+    @staticmethod
+    def _slot(f: BatchFileIn) -> _Slot:
+        """Checks of one entry; a failure rejects that file only (its bytes are skipped)."""
+        error: ShelfsyncError | None = None
+        path = f.path
+        try:
+            path = normalize_path(f.path)
+            if not is_content_hash(f.content_hash):
+                raise InvalidInput("content_hash must be 64 lowercase hex characters")
+            if (f.content_hash == EMPTY_HASH) != (f.size == 0):
+                raise InvalidInput("size 0 goes with the empty content hash, and only with it")
+            if f.base_revision is not None and f.base_revision < 1:
+                raise InvalidInput("base_revision must be null or a revision number (1 or more)")
+            if f.metadata is not None:
+                validate_metadata(f.metadata)
+        except (InvalidInput, InvalidPath) as exc:
+            error = exc
+        return _Slot(file=f, path=path, store=False, error=error)
+
+    def land(self, principal: Principal, slots: list[_Slot]) -> list[ReportResult]:
+        """Publish the verified bytes, record them, and report every verified file."""
+        staged = [(s.staged, s.file.content_hash) for s in slots if s.staged is not None]
+        try:
+            self.blobs.publish(staged)
+        finally:
+            for slot in slots:
+                slot.staged = None
+        stored = [s for s in slots if s.store and s.error is None]
+        if stored:
+            blocks: dict[str, list[str]] = {}
+            for slot in stored:
+                assert slot.hasher is not None
+                # Its 4 MiB block digests, indexed as `complete` does.
+                blocks[slot.file.content_hash] = [d.hex() for d in slot.hasher.block_digests]
+            with self._db.write() as tx:
+                contents = ContentRepository(tx)
+                contents.add_many(
+                    user_id=principal.user_id,
+                    sizes={s.file.content_hash: s.file.size for s in stored},
+                    now=utcnow(),
+                )
+                contents.add_blocks_many(blocks)
+        changes = [
+            LocalChange(
+                op=ChangeOp.UPSERT,
+                path=s.path,
+                base_revision=s.file.base_revision,
+                content_hash=s.file.content_hash,
+                size=s.file.size,
+                mtime=s.file.mtime,
+                metadata=s.file.metadata,
+            )
+            for s in slots
+            if s.error is None
+        ]
+        landed: list[ReportResult] = []
+        for start in range(0, len(changes), REPORT_MAX_CHANGES):
+            landed += self._report.report(principal, changes[start : start + REPORT_MAX_CHANGES])
+        reported = iter(landed)
+        results: list[ReportResult] = []
+        for slot in slots:
+            if slot.error is not None:
+                results.append(
+                    ReportResult(slot.file.path, ReportStatus.REJECTED, error=slot.error)
+                )
+            else:
+                results.append(next(reported))
+        return results

@@ -1,0 +1,64 @@
+"""executemany straight to the driver, for the hot bulk writes (issue 7).
+
+`Connection.execute(stmt, [dict, ...])` builds a parameter dictionary per row
+and runs each value through its type's bind processor inside SQLAlchemy's
+generic machinery; for a report batch of 1,000 changes that cost more than the
+driver's own work inserting the rows (profile in docs/benchmarks.md).
+
+Here the caller builds each row as a plain tuple, converting the values that
+need it with the *same* bind processor SQLAlchemy would apply for the column
+and dialect (so the stored values are identical; tests/storage compares them),
+and the statement goes to the driver's executemany through `exec_driver_sql`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+__all__ = ["Bind", "bind_processor", "executemany", "insert_sql", "update_sql"]
+
+Bind = Callable[[Any], Any]
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def bind_processor(column: sa.Column[Any], dialect: Dialect) -> Bind:
+    """What SQLAlchemy does to a Python value bound to `column` (None passes through)."""
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return processor if processor is not None else _identity
+
+
+def _placeholder(dialect: Dialect) -> str:
+    # pysqlite is "qmark"; psycopg's "pyformat" style includes plain "%s".
+    if dialect.paramstyle == "qmark":
+        return "?"
+    if dialect.paramstyle in ("format", "pyformat"):
+        return "%s"
+    raise NotImplementedError(f"bulk writes: no placeholder for {dialect.paramstyle}")
+
+
+def insert_sql(dialect: Dialect, table: sa.Table, columns: Sequence[str]) -> str:
+    """`INSERT INTO table (columns...) VALUES (?, ...)` in the driver's style."""
+    prep = dialect.identifier_preparer
+    names = ", ".join(prep.quote(table.c[c].name) for c in columns)
+    marks = ", ".join([_placeholder(dialect)] * len(columns))
+    return f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})"
+
+
+def update_sql(dialect: Dialect, table: sa.Table, columns: Sequence[str], *, key: str) -> str:
+    """`UPDATE table SET c1 = ?, ... WHERE key = ?`: each row ends with the key's value."""
+    prep = dialect.identifier_preparer
+    mark = _placeholder(dialect)
+    sets = ", ".join(f"{prep.quote(table.c[c].name)} = {mark}" for c in columns)
+    return f"UPDATE {prep.format_table(table)} SET {sets} WHERE {prep.quote(key)} = {mark}"
+
+
+def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        conn.exec_driver_sql(sql, list(rows))
