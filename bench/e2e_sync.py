@@ -648,15 +648,14 @@ def make_chart(summaries: dict[str, dict[str, Any]], path: Path, quick: bool, wh
             )
         if s["syncthing"] and not quick:
             goal_s = s["syncthing"]["median_s"] * float(s["target"].split()[1])
-            ax.axhline(goal_s, color="#d62728", linestyle="--", linewidth=1)
-            ax.annotate(
-                f"goal: {s['target']} x Syncthing",
-                (len(names) - 0.5, goal_s),
-                ha="right",
-                va="bottom",
+            ax.axhline(
+                goal_s,
                 color="#d62728",
-                fontsize=8,
+                linestyle="--",
+                linewidth=1,
+                label=f"goal: {s['target']} x Syncthing",
             )
+            ax.legend(loc="upper right", fontsize=8)
         labels = names
         if s["quick_subset"]:  # say which bar synced how much
             full = f"{FULL_FILES[kind]:,} files"

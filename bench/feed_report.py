@@ -9,7 +9,7 @@ with the library); report ingest of already-stored content reaches at least
 For each database two libraries are built, each in a database of its own (a
 SQLite file, or a scratch PostgreSQL database `shelfsync_bench_<pid>_<n>` that
 this script creates and drops): the big one (1,000,000 items, `--quick`
-100,000) and the 10,000-item anchor. They are seeded through the storage layer
+50,000) and the 10,000-item anchor. They are seeded through the storage layer
 (bulk inserts in one transaction: items, their revisions, the content they
 point at; 2% of the items are tombstones, scattered), then each is served by a
 real `shelfsync serve` process on loopback and measured over HTTP:
@@ -216,9 +216,16 @@ def seeded_item(user_id: str, i: int, now: Any) -> Item:
 # -- the server ------------------------------------------------------------------
 
 
+# --server-src: run the server from another source tree (a before/after comparison
+# on the same machine at the same time, e.g. `git archive HEAD~1 | tar -x -C /tmp/old`).
+SERVER_SRC: str | None = None
+
+
 def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFSYNC_")}
-    env["SHELFSYNC_ACCESS_TOKEN_TTL_S"] = "86400"
+    if SERVER_SRC is not None:
+        env["PYTHONPATH"] = SERVER_SRC
+    env["SHELFSYNC_ACCESS_TOKEN_TTL_S"] = "86400"  # noqa: S105 (a lifetime, not a secret)
     return env
 
 
@@ -484,15 +491,18 @@ def verdicts(kind: str, result: Json) -> list[tuple[str, bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 items, fewer rounds")
+    parser.add_argument("--quick", action="store_true", help="50,000 items, fewer rounds")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--items", type=int, help="items in the big library")
     parser.add_argument("--rounds", type=int, help="timed feed requests per position and library")
     parser.add_argument("--batches", type=int, help="timed report batches per library")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--server-src", help="run the server from this src/ directory")
     args = parser.parse_args()
-    args.items = args.items or (100_000 if args.quick else 1_000_000)
-    args.rounds = args.rounds or (20 if args.quick else 100)
+    global SERVER_SRC  # one switch for the whole run
+    SERVER_SRC = args.server_src
+    args.items = args.items or (50_000 if args.quick else 1_000_000)
+    args.rounds = args.rounds or (10 if args.quick else 100)
     args.batches = args.batches or (3 if args.quick else 20)
     kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = {kind: run_backend(kind, args) for kind in kinds}
@@ -508,6 +518,10 @@ def main() -> int:
                         "ingest_per_s": GOAL_INGEST_PER_S,
                     },
                     "quick": args.quick,
+                    "command": " ".join(["bench/feed_report.py", *sys.argv[1:]]),
+                    "server_src": args.server_src,
+                    # Shared machines: the load says how far to trust absolute times.
+                    "loadavg_at_end": list(os.getloadavg()),
                     "results": results,
                 },
                 indent=2,

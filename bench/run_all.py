@@ -348,8 +348,10 @@ def render_table(entries: dict[str, Json], quick: bool) -> str:
         when = data.get("started") or ""
         load = host.get("loadavg")
         extra = f", load average at start {load[0]:.1f}" if load else ""
-        if "seconds" in entry:
-            notes.append(f"`{name}`: {entry.get('status')}, {entry['seconds']} s{extra} {when}")
+        took = f", {entry['seconds']} s" if "seconds" in entry else ""
+        if data:
+            note = f"; {data['note']}" if data.get("note") else ""
+            notes.append(f"`{name}`: measured {when}{took}{extra}{note}")
     notes += problems
     return "\n".join(lines) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + "\n"
 

@@ -210,7 +210,9 @@ def device_auth(http: httpx.Client, user: str, device: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {grant.json()['access_token']}"}
 
 
-def report_batches(url: str, auth: dict[str, str], prefix: str, batches: int) -> int:
+def report_batches(
+    url: str, auth: dict[str, str], prefix: str, batches: int, size: int = BATCH
+) -> int:
     applied = 0
     with httpx.Client(base_url=url, timeout=120) as http:
         for b in range(batches):
@@ -222,7 +224,7 @@ def report_batches(url: str, auth: dict[str, str], prefix: str, batches: int) ->
                     "size": 0,
                     "base_revision": None,
                 }
-                for i in range(BATCH)
+                for i in range(size)
             ]
             answer = http.post("/api/v1/sync/report", json={"changes": changes}, headers=auth)
             answer.raise_for_status()
@@ -232,11 +234,10 @@ def report_batches(url: str, auth: dict[str, str], prefix: str, batches: int) ->
 
 def throughput(url: str, auths: list[dict[str, str]], tag: str, batches: int) -> float:
     """Changes applied per second, the writers running at once."""
-    # Warm every worker's connections and caches (not timed).
+    # Warm every worker's connections and caches (not timed): small batches.
     with ThreadPoolExecutor(len(auths)) as pool:
-        list(
-            pool.map(lambda a: report_batches(url, a[1], f"warm-{tag}-{a[0]}", 1), enumerate(auths))
-        )
+        warm = [(a, f"warm-{tag}-{i}") for i, a in enumerate(auths)]
+        list(pool.map(lambda w: report_batches(url, w[0], w[1], 2, 100), warm))
     started = time.perf_counter()
     with ThreadPoolExecutor(len(auths)) as pool:
         applied = sum(
@@ -303,7 +304,9 @@ def wake_latencies(
 
 
 def measure(workers: int, template: str, data_dir: Path, args: argparse.Namespace) -> Json:
+    began = time.monotonic()
     with served(workers, template, data_dir) as url, httpx.Client(base_url=url, timeout=60) as http:
+        print(f"{workers} process(es) ready in {time.monotonic() - began:.1f} s", file=sys.stderr)
         users = [device_auth(http, f"u{i}", f"w{workers}") for i in range(WRITERS)]
         one_library = [device_auth(http, "u0", f"w{workers}-{i}") for i in range(WRITERS)]
         reader = device_auth(http, "u0", f"reader{workers}")
@@ -329,7 +332,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="wake-latency rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    args.batches = args.batches or (2 if args.quick else 8)
+    args.batches = args.batches or (1 if args.quick else 6)
     args.rounds = args.rounds or (3 if args.quick else 15)
     counts = [int(n) for n in args.processes.split(",")]
     started = time.time()
@@ -339,7 +342,7 @@ def main() -> None:
         with scratch_databases(WRITERS, data_dir) as template:
             for n in counts:
                 rows.append(measure(n, template, data_dir, args))
-                print(f"measured {n} process(es)", file=sys.stderr)
+                print(f"measured {n} process(es) at {time.time() - started:.0f} s", file=sys.stderr)
     print(
         f"\nscale-out on {os.cpu_count()} cores, PostgreSQL; {WRITERS} writers x "
         f"{args.batches} batches of {BATCH}; {WAITERS} waiters x {args.rounds} rounds"

@@ -95,13 +95,16 @@ def serve(
         ),
     ] = 1,
     # Default chosen by measurement (bench/transfer.py and bench/longpoll.py run
-    # both servers in one go; figures in docs/benchmarks.md). granian moves large
-    # files faster (whole files go out with the ASGI pathsend extension, i.e.
-    # sendfile: 1 GiB download FIG_DL; upload FIG_UP), but uvicorn is the
-    # default: one process (granian adds a supervisor: peak RSS FIG_MEM against
+    # both servers in one go; 2 cores shared with other load, so compare within
+    # a run). granian moves large files faster (whole files go out with the ASGI
+    # pathsend extension, i.e. sendfile: download 1260 vs 729 MB/s; upload 50 vs
+    # 36 MB/s, server CPU 7.4 vs 9.3 s/GiB), but uvicorn is the default: it is
+    # one process (granian adds a supervisor: peak RSS 160 vs 128-137 MiB against
     # the 150 MiB goal, and a SIGKILLed supervisor leaves its worker serving,
-    # which breaks SQLite's one-process rule), idle long-polls cost less
-    # (FIG_LP), and it starts in about half the time (FIG_START).
+    # against SQLite's one-process rule), idle long-polls cost less (41 vs 60 KiB
+    # each; 1,000 woken in 2.8 vs 4.2 s) and it starts in half the time (13-17 s
+    # vs 24-26 s to /healthz on the loaded machine: two interpreters import the
+    # app under granian).
     server: Annotated[
         AsgiServer,
         typer.Option(
@@ -212,7 +215,7 @@ def _run_granian(settings: Settings, *, workers: int, log_level: str) -> NoRetur
     ]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, argv)  # noqa: S606 (this interpreter, a fixed argv)
 
 
 @db_app.command("upgrade")

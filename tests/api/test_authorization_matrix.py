@@ -13,7 +13,9 @@ every operation with one kind of credential. PostgreSQL runs a reduced set.
 
 from __future__ import annotations
 
+import json
 import statistics
+import struct
 import time
 import uuid
 import warnings
@@ -368,6 +370,19 @@ class Operation:
 
 # Bob's own bodies: they name nothing of Alice's (apart from ids in URLs).
 BOB_BLOB = blob(b"bob's own bytes")
+_BOB_MANIFEST = json.dumps(
+    {
+        "files": [
+            {
+                "path": "bob/batch.bin",
+                "size": BOB_BLOB.size,
+                "content_hash": BOB_BLOB.content_hash,
+                "base_revision": None,
+            }
+        ]
+    }
+).encode()
+BOB_BATCH = struct.pack(">I", len(_BOB_MANIFEST)) + _BOB_MANIFEST + b"bob's own bytes"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/devices"): Operation("/devices", OK, OK),
     ("POST", "/devices"): Operation("/devices", OK, OK, body={"name": "bob-extra"}),
@@ -435,6 +450,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("HEAD", "/download/{path:librarypath}"): Operation(
         "/download/{path}", NOT_FOUND, NOT_FOUND, addressed="path"
+    ),
+    # Bob's own file in a batch; asking for Alice's path answers a not_found entry.
+    ("POST", "/upload/batch"): Operation("/upload/batch", DEVICE_REQUIRED, OK, content=BOB_BATCH),
+    ("POST", "/download/batch"): Operation(
+        "/download/batch", OK, OK, body={"files": [{"path": ALICE_FILE}]}
     ),
 }
 # The library routes (under LIBRARY only); any token of the user works.

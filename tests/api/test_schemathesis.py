@@ -29,6 +29,10 @@ from shelfsync.server.storage.engine import Database
 from tests.api.conftest import FAST_HASHING
 from tests.api.sync_support import SyncDriver
 
+# A batch body is framed binary (protocol section 11.4), generated like any
+# binary body: arbitrary bytes, which the server must answer with a 4xx.
+schemathesis.serializer.alias("application/vnd.shelfsync.batch", "application/octet-stream")
+
 CHECKS = [
     checks.not_a_server_error,
     openapi_checks.status_code_conformance,

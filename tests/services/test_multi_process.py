@@ -7,6 +7,7 @@ twice at once, and runs once the other lets go.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -135,3 +136,57 @@ def test_a_job_lock_is_one_holder_at_a_time_and_free_again_after(
             assert unrelated  # one lock per job
     with exclusive_job(other_process, Job.RETENTION) as after:
         assert after
+
+
+def test_an_upload_completing_while_another_process_collects_its_content_keeps_it(
+    tmp_path: Path, database_url: str, db: Database, other_process: Database
+) -> None:
+    """Bob uploads bytes that Alice's unreferenced content already holds, while
+    the other process's collector, which found that content unreferenced, is
+    removing it. `complete` must wait for the removal and then store Bob's
+    bytes, not drop them in favour of a file about to vanish."""
+    here = _services(tmp_path, database_url, db)
+    there = _services(tmp_path, database_url, other_process)
+    alice = here.accounts.add_user(username="alice", password="correct horse battery")
+    bob = here.accounts.add_user(username="bob", password="correct horse battery")
+    phone = here.devices.register(Principal(bob, None), name="phone")[0].device
+    data = b"the same bytes, stored twice"
+    content_hash = _orphan(here, alice, data)
+
+    with other_process.write() as collecting:
+        # The collector's check passed before Bob's session existed.
+        assert ContentRepository(collecting).lock_if_unreferenced(content_hash)
+        session = here.uploads.create(
+            Principal(bob, phone),
+            path="b.txt",
+            size=len(data),
+            content_hash=content_hash,
+            base_revision=None,
+        )
+        assert not session.deduplicated
+        chunk = here.uploads.begin_chunk(
+            Principal(bob, phone), session.id, 0, content_length=len(data), content_digest=None
+        )
+        chunk.feed(data)
+        chunk.finish()
+        outcome: dict[str, object] = {}
+
+        def complete() -> None:
+            outcome["done"] = here.uploads.complete(Principal(bob, phone), session.id)
+
+        completing = threading.Thread(target=complete)
+        completing.start()
+        completing.join(timeout=1.0)
+        assert completing.is_alive(), "complete did not wait for the collector's lock"
+        trashed = there.blobs.trash(content_hash)
+        ContentRepository(collecting).remove(content_hash)
+    assert trashed is not None
+    there.blobs.empty_trash(trashed)
+    completing.join(timeout=30)
+    assert not completing.is_alive()
+    assert "done" in outcome
+
+    assert here.blobs.has(content_hash)
+    with db.read() as tx:
+        assert ContentRepository(tx).size_for_user(bob.id, content_hash) == len(data)
+    assert here.content_gc.collect(grace=NO_GRACE) == 0  # Bob's file references it now

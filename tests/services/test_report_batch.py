@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -66,11 +66,16 @@ def _side(db: Database, name: str) -> Side:
 
 
 def _one_by_one(
-    db: Database, service: ReportService, side: Side, device: Device, changes: list[LocalChange]
+    db: Database,
+    service: ReportService,
+    side: Side,
+    device: Device,
+    changes: list[LocalChange],
+    now: datetime,
 ) -> list[ReportResult]:
     """The per-change path: a savepoint and database reads for every change."""
     with db.write() as tx:
-        writer = LibraryWriter(tx, user_id=side.user.id, now=NOW)
+        writer = LibraryWriter(tx, user_id=side.user.id, now=now)
         wanted = {c.content_hash for c in changes if c.content_hash and c.op != ChangeOp.DELETE}
         sizes = writer.contents.sizes_for_user(side.user.id, wanted)
         results = [service._one(writer, device, change, sizes) for change in changes]
@@ -115,12 +120,17 @@ def _state(db: Database, side: Side) -> tuple[list[Item], dict[str, list[Any]], 
         repo = ItemRepository(tx)
         feed = repo.feed_page(side.user.id, after_seq=0, snapshot_seq=0, limit=10_000)
         history = {
-            i.id: [(r.revision, r.path, r.content_hash, r.seq, r.op) for r in repo.revisions_of(i.id)]
+            i.id: [
+                (r.revision, r.path, r.content_hash, r.seq, r.op) for r in repo.revisions_of(i.id)
+            ]
             for i in feed
         }
         conflicts = sorted(
-            (c.path, c.status, c.base_revision, c.client, c.server.revision, c.suggested_path)
-            for c in ConflictRepository(tx).unresolved(side.user.id)
+            (
+                (c.path, c.status, c.base_revision, c.client, c.server.revision, c.suggested_path)
+                for c in ConflictRepository(tx).unresolved(side.user.id)
+            ),
+            key=repr,
         )
     return feed, history, conflicts
 
@@ -137,15 +147,36 @@ def _assert_same(db: Database, batched: Side, single: Side, ids: Ids) -> None:
     assert conflicts_b == conflicts_s
 
 
+class Twins:
+    """What makes the two sides' runs comparable: the same clock reading for the
+    same batch, and ids drawn in the same order from per-side counters (ties
+    between conflicts detected in one batch are broken by id)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.side = 0
+        self._base = _real_uuid4().int >> 96
+        self._drawn = [0, 0]
+
+    def uuid4(self) -> uuid.UUID:
+        self._drawn[self.side] += 1
+        return uuid.UUID(int=(self._base << 96) | (self.side << 64) | self._drawn[self.side])
+
+
+_real_uuid4 = uuid.uuid4
+
+
 @pytest.fixture
-def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # Both sides write at NOW: updated_at and conflict-copy names compare equal.
-    monkeypatch.setattr(report_module, "utcnow", lambda: NOW)
-    yield
+def twins(monkeypatch: pytest.MonkeyPatch) -> Iterator[Twins]:
+    twins = Twins()
+    monkeypatch.setattr(report_module, "utcnow", lambda: twins.now)
+    monkeypatch.setattr(uuid, "uuid4", twins.uuid4)
+    return twins
 
 
-def _change(kind: str, path: str, base: int | None, content: str, meta: int | None,
-            to: str) -> LocalChange:
+def _change(
+    kind: str, path: str, base: int | None, content: str, meta: int | None, to: str
+) -> LocalChange:
     if kind == "delete":
         return LocalChange(op=ChangeOp.DELETE, path=path, base_revision=base)
     if kind == "move":
@@ -164,35 +195,45 @@ def _change(kind: str, path: str, base: int | None, content: str, meta: int | No
 
 changes = st.builds(
     _change,
-    kind=st.sampled_from(["upsert"] * 6 + ["delete"] * 2 + ["move"] * 2 + ["upsert_wrong_size"]),
+    kind=st.sampled_from(["upsert"] * 5 + ["delete"] * 2 + ["move"] * 3 + ["upsert_wrong_size"]),
     path=st.sampled_from([*PATHS, "../bad", "dir/"]),
-    base=st.none() | st.integers(min_value=1, max_value=4),
+    # Mostly revisions that exist, so that edits, deletes and moves apply.
+    base=st.sampled_from([None, None, 1, 1, 1, 2, 2, 3, 4]),
     content=st.sampled_from([*HELD, UNKNOWN, EMPTY_HASH]),
     meta=st.none() | st.integers(min_value=0, max_value=1),
     to=st.sampled_from(PATHS),
 )
 scripts = st.lists(
-    st.tuples(st.integers(min_value=0, max_value=1), st.lists(changes, min_size=1, max_size=12)),
+    st.tuples(st.integers(min_value=0, max_value=1), st.lists(changes, min_size=1, max_size=16)),
     min_size=1,
-    max_size=5,
+    max_size=6,
 )
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(script=scripts)
 def test_batch_decides_as_change_by_change(
-    db: Database, fixed_clock: None, script: list[tuple[int, list[LocalChange]]]
+    db: Database, twins: Twins, script: list[tuple[int, list[LocalChange]]]
 ) -> None:
     service = ReportService(db=db, notifier=ChangeNotifier())
-    batched, single = _side(db, f"b{uuid.uuid4().hex[:12]}"), _side(db, f"s{uuid.uuid4().hex[:12]}")
+    twins.__init__()  # type: ignore[misc]  # each example afresh
+    name = _real_uuid4().hex[:12]
+    batched = _side(db, f"b{name}")
+    twins.side = 1
+    single = _side(db, f"s{name}")
     ids = Ids()
-    for device_index, batch in script:
+    # Half the paths exist from the start: moves then often apply (a free target).
+    start = [_change("upsert", path, None, HELD[0], None, "") for path in PATHS[::2]]
+    for number, (device_index, batch) in enumerate([(0, start), *script]):
+        twins.now = NOW + timedelta(seconds=number)
+        twins.side = 0
         got = service.report(Principal(batched.user, batched.devices[device_index]), batch)
-        want = _one_by_one(db, service, single, single.devices[device_index], batch)
+        twins.side = 1
+        want = _one_by_one(db, service, single, single.devices[device_index], batch, twins.now)
         assert [_result(r) for r in got] == [_result(r) for r in want]
         for g, w in zip(got, want, strict=True):
             assert ids.same(g.id, w.id)
@@ -237,6 +278,8 @@ def test_changes_after_a_move_in_one_batch_see_where_it_went(db: Database) -> No
             _change("upsert", "b.txt", None, HELD[1], None, ""),  # buffered
             _change("move", "a.txt", created.revision, "", None, "b.txt"),  # a conflict: b is live
             _change("move", "a.txt", created.revision, "", None, "c.txt"),  # applied
+            _change("upsert", "a.txt", 1, HELD[2], None, ""),  # its item moved away: conflict
+            _change("upsert", "c.txt", None, HELD[0], None, ""),  # what c holds now: unchanged
             _change("upsert", "a.txt", None, HELD[2], None, ""),  # a is free again: created
             _change("upsert", "c.txt", 2, HELD[2], None, ""),  # edit of the moved item
         ],
@@ -245,11 +288,13 @@ def test_changes_after_a_move_in_one_batch_see_where_it_went(db: Database) -> No
         ("b.txt", "applied", 1),
         ("b.txt", "conflict", 1),
         ("c.txt", "applied", 2),
+        ("a.txt", "conflict", None),
+        ("c.txt", "unchanged", 2),
         ("a.txt", "applied", 1),
         ("c.txt", "applied", 3),
     ]
-    assert results[2].id == created.id == results[4].id
-    assert results[3].id != created.id
+    assert results[2].id == created.id == results[4].id == results[6].id
+    assert results[5].id != created.id
 
 
 def test_a_rejected_change_leaves_the_batch_around_it_intact(db: Database) -> None:

@@ -49,9 +49,7 @@ def _history(user: User) -> list[Item]:
         seq=1,
         op=ChangeOp.UPSERT,
     )
-    other = replace(
-        first, id=str(uuid.uuid4()), path="notes.txt", mtime=None, metadata={}, seq=2
-    )
+    other = replace(first, id=str(uuid.uuid4()), path="notes.txt", mtime=None, metadata={}, seq=2)
     later = T0 + timedelta(seconds=1)
     edited = replace(first, revision=2, content_hash=B, size=4, seq=3, updated_at=later)
     deleted = replace(
@@ -87,7 +85,7 @@ def _rows(db: Database, user: User) -> dict[str, list[tuple[Any, ...]]]:
         found = {}
         for table, order in (("items", "seq"), ("revisions", "seq")):
             result = tx.exec_driver_sql(
-                f"SELECT * FROM {table} WHERE user_id = {param} ORDER BY {order}",  # noqa: S608
+                f"SELECT * FROM {table} WHERE user_id = {param} ORDER BY {order}",
                 (user.id,),
             )
             found[table] = [mask(tuple(r)) for r in result]

@@ -39,12 +39,13 @@ from shelfsync.client.download import (
 from shelfsync.client.errors import ApiError, ClientError, ServerUnreachable
 from shelfsync.client.http import ApiClient
 from shelfsync.client.paths import resolve_inside
+from shelfsync.client.progress import Reporter
 from shelfsync.client.state import LocalRecord, SyncedRecord
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.content_hash import ContentHasher
 from shelfsync.protocol.batch import FRAME_PREFIX_BYTES, BatchEntry, BatchWanted, frame_length
 
-__all__ = ["BATCH_FILES", "BATCH_FILE_BYTES", "BatchDownloader", "Fetched"]
+__all__ = ["BATCH_FILES", "BATCH_FILE_BYTES", "BatchDownloader", "Fetched", "sync_filesystem"]
 
 BATCH_FILE_BYTES = 4 * 1024 * 1024  # larger files come one by one (server limit: 8 MiB)
 BATCH_FILES = 1000  # per request (server default limit: 1000)
@@ -134,6 +135,7 @@ class BatchDownloader:
         downloader: Downloader,
         settings: TransferSettings,
         counters: TransferCounters,
+        reporter: Reporter,
         pool: ThreadPoolExecutor,
     ) -> None:
         self._root = root
@@ -141,6 +143,7 @@ class BatchDownloader:
         self._downloader = downloader
         self._settings = settings
         self._counters = counters
+        self._reporter = reporter
         self._pool = pool
 
     @staticmethod
@@ -207,6 +210,12 @@ class BatchDownloader:
                         out.append((job, result))
             if written:
                 sync_filesystem(self._root)
+                size = sum(w.job.size for w in written)
+                transfer = self._reporter.transfer(
+                    verb="downloaded", path=f"a batch of {len(written)} file(s)", size_bytes=size
+                )
+                transfer.advance(size)
+                transfer.done()
             for w in written:
                 out.append((w.job, self._place(w)))
         finally:
@@ -218,7 +227,7 @@ class BatchDownloader:
     def _write(
         self, job: DownloadJob, target: Path, entry: BatchEntry, data: bytes
     ) -> _Written | DownloadOutcome | Exception:
-        if entry.path != job.path:
+        if entry.status == "ok" and entry.path != job.path:
             return ClientError(f"the batch answered {entry.path!r} where {job.path!r} was due")
         if entry.status != "ok":
             code = entry.error.code if entry.error is not None else "error"

@@ -179,5 +179,10 @@ class BatchUploader:
             )
         sent = sum(r.job.size for r in ready)
         self._counters.add(uploaded_files=len(ready), uploaded_bytes=sent)
+        transfer = self._reporter.transfer(
+            verb="uploaded", path=f"a batch of {len(ready)} file(s)", size_bytes=sent
+        )
+        transfer.advance(sent)
+        transfer.done()
         out += [(r.job, result) for r, result in zip(ready, results, strict=True)]
         return out

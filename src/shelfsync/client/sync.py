@@ -144,6 +144,7 @@ class SyncEngine:
                 downloader=downloader,
                 settings=self.settings,
                 counters=self.counters,
+                reporter=reporter,
                 pool=self._batch_pool,
             ),
         )

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,6 +213,7 @@ class Uploader:
         # The server's chunk size is binding; the digests serve when it is one block.
         digests = checked.digests if session.chunk_size == BLOCK_SIZE else None
         fd = os.open(job.file, os.O_RDONLY)
+        futures: list[Future[None]] = []
         try:
             futures = [
                 self._pool.submit(self._put_from_file, session, fd, index, transfer, digests)
@@ -221,6 +222,11 @@ class Uploader:
             for future in futures:
                 future.result()
         finally:
+            # After a failure, no chunk may still read `fd` once it is closed
+            # (its number could name another file by then).
+            for future in futures:
+                future.cancel()
+            wait(futures)
             os.close(fd)
 
     def _put_from_file(

@@ -92,9 +92,12 @@ class BatchDownloadRequest(BaseModel):
 
 
 class BatchEntry(BaseModel):
-    """The header of one entry of a batch download; `size` bytes follow it."""
+    """The header of one entry of a batch download; `size` bytes follow it.
 
-    path: str
+    Entries come in request order; an error entry does not repeat the path.
+    """
+
+    path: str | None = None
     status: Literal["ok", "error"]
     id: str | None = None
     revision: int | None = None

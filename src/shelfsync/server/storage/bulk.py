@@ -48,7 +48,8 @@ def insert_sql(dialect: Dialect, table: sa.Table, columns: Sequence[str]) -> str
     prep = dialect.identifier_preparer
     names = ", ".join(prep.quote(table.c[c].name) for c in columns)
     marks = ", ".join([_placeholder(dialect)] * len(columns))
-    return f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})"
+    # Identifiers of our own tables, quoted by the dialect; values go as parameters.
+    return f"INSERT INTO {prep.format_table(table)} ({names}) VALUES ({marks})"  # noqa: S608
 
 
 def update_sql(dialect: Dialect, table: sa.Table, columns: Sequence[str], *, key: str) -> str:
@@ -56,7 +57,8 @@ def update_sql(dialect: Dialect, table: sa.Table, columns: Sequence[str], *, key
     prep = dialect.identifier_preparer
     mark = _placeholder(dialect)
     sets = ", ".join(f"{prep.quote(table.c[c].name)} = {mark}" for c in columns)
-    return f"UPDATE {prep.format_table(table)} SET {sets} WHERE {prep.quote(key)} = {mark}"
+    table_name, key_name = prep.format_table(table), prep.quote(table.c[key].name)
+    return f"UPDATE {table_name} SET {sets} WHERE {key_name} = {mark}"  # noqa: S608
 
 
 def executemany(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -295,7 +295,7 @@ class ItemRepository:
         bulk.executemany(
             self._conn,
             bulk.insert_sql(dialect, items, (*_STATE_COLUMNS, "created_at")),
-            [row + (created,) for key, row in last.items() if key in new_ids],
+            [(*row, created) for key, row in last.items() if key in new_ids],
         )
         bulk.executemany(
             self._conn,

@@ -103,14 +103,15 @@ async def _manifest(body: _Body, max_bytes: int) -> BatchManifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
         raise BatchMalformed(
-            f"the manifest is not valid ({exc.error_count()} error(s); {where}: "
-            f"{first.get('msg')})"
+            f"the manifest is not valid ({exc.error_count()} error(s); {where}: {first.get('msg')})"
         ) from exc
 
 
 def _require_batch_type(request: Request) -> None:
+    """The batch media type, or none at all (RFC 9110 section 8.3: the recipient
+    may then examine the data); any other type is refused."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != BATCH_MEDIA_TYPE:
+    if media_type not in (BATCH_MEDIA_TYPE, ""):
         raise HTTPException(415, f"the body must be {BATCH_MEDIA_TYPE}")
 
 
@@ -174,7 +175,8 @@ async def upload_batch(
 
 def _entry_header(path: str, target: DownloadTarget | ShelfsyncError) -> bytes:
     if isinstance(target, ShelfsyncError):
-        entry = BatchEntry(path=path, status="error", error=problem_for(target))
+        # No path echoed: entries come in request order (and a refusal says nothing more).
+        entry = BatchEntry(status="error", error=problem_for(target))
     else:
         entry = BatchEntry(
             path=path,
@@ -263,4 +265,3 @@ async def download_batch(
             start = end
 
     return StreamingResponse(stream(), media_type=BATCH_MEDIA_TYPE)
-

@@ -1,0 +1,128 @@
+"""The sync client's Uploader against the real app (in process): block-sized
+chunks whose Content-Digest is the block digest of the check, and a file edited
+after the check refused by the server and abandoned by the client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from shelfsync.client.errors import NotFound
+from shelfsync.client.http import ApiClient
+from shelfsync.client.progress import QuietReporter
+from shelfsync.client.state import State
+from shelfsync.client.transfer import TransferCounters, TransferSettings
+from shelfsync.client.upload import Uploader, UploadJob
+from shelfsync.content_hash import BLOCK_SIZE, hash_file
+from shelfsync.protocol.uploads import UploadSession
+from tests.api.conftest import Account
+
+V1 = "/api/v1/sync"
+
+
+class _InProcess(httpx.BaseTransport):
+    """The TestClient's transport, with each answer read whole (httpx.Client
+    wants a sync byte stream)."""
+
+    def __init__(self, client: TestClient) -> None:
+        self._inner = client._transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        body = response.read()
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
+
+
+@pytest.fixture
+def api(client: TestClient, alice: Account) -> Iterator[ApiClient]:
+    created = client.post(f"{V1}/devices", json={"name": "laptop"}, headers=alice.headers)
+    assert created.status_code == 200, created.text
+    with ApiClient(
+        str(client.base_url),
+        device_token=created.json()["token"],
+        transport=_InProcess(client),
+    ) as api:
+        yield api
+
+
+@pytest.fixture
+def uploader(api: ApiClient, tmp_path: Path) -> Iterator[Uploader]:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with State(folder) as state, ThreadPoolExecutor(4) as pool:
+        yield Uploader(
+            api=api,
+            state=state,
+            settings=TransferSettings(),
+            counters=TransferCounters(),
+            reporter=QuietReporter(),
+            chunk_pool=pool,
+        )
+
+
+def _job(path: Path, name: str) -> UploadJob:
+    return UploadJob(
+        path=name,
+        file=path,
+        content_hash=hash_file(path),
+        size=path.stat().st_size,
+        mtime_ns=path.stat().st_mtime_ns,
+        base_revision=None,
+    )
+
+
+def test_large_file_goes_up_in_block_sized_chunks(
+    uploader: Uploader, api: ApiClient, tmp_path: Path
+) -> None:
+    data = os.urandom(2 * BLOCK_SIZE + 12345)  # over the 8 MiB small-file limit
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+    job = _job(source, "big.bin")
+    sessions: list[UploadSession] = []
+    create = api.create_upload
+
+    def spy(body):  # type: ignore[no-untyped-def]
+        sessions.append(create(body))
+        return sessions[-1]
+
+    api.create_upload = spy  # type: ignore[method-assign]
+    result = uploader.upload(job)
+    assert result is not None
+    assert result.status == "applied"
+    assert (sessions[0].chunk_size, sessions[0].chunk_count) == (BLOCK_SIZE, 3)
+    with api.download("big.bin") as stream:
+        assert stream.headers["etag"] == f'"{job.content_hash}"'
+        assert b"".join(stream.iter_bytes()) == data
+
+
+def test_a_file_edited_after_the_check_is_refused_and_abandoned(
+    uploader: Uploader, api: ApiClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "edited.bin"
+    source.write_bytes(os.urandom(3 * BLOCK_SIZE))
+    job = _job(source, "edited.bin")
+    sessions: list[UploadSession] = []
+    create = api.create_upload
+
+    def edit_after_check(body):  # type: ignore[no-untyped-def]
+        # The check has hashed the file; now it changes (same size).
+        with source.open("r+b") as fh:
+            fh.seek(BLOCK_SIZE + 10)
+            fh.write(b"edited!")
+        sessions.append(create(body))
+        return sessions[-1]
+
+    api.create_upload = edit_after_check  # type: ignore[method-assign]
+    assert uploader.upload(job) is None  # changed: the next round reports it
+    # The server kept nothing of the edited chunk, the session is gone, and no
+    # file landed.
+    with pytest.raises(NotFound):
+        api.get_upload(sessions[0].id)
+    with pytest.raises(NotFound), api.download("edited.bin"):
+        pass
