@@ -185,11 +185,26 @@ class BatchDownloader:
                 out.append((job, exc))
         return out
 
+    def _target(self, local: str, checked: dict[str, Path]) -> Path:
+        """resolve_inside, with each folder's checks done once per batch: the
+        next files of a checked folder only need their own name checked."""
+        folder, _, name = local.rpartition("/")
+        parent = checked.get(folder)
+        if parent is None or name in ("", ".", "..") or "\x00" in name or os.sep in name:
+            target = resolve_inside(self._root, local)
+            checked[folder] = target.parent
+            return target
+        target = parent / name
+        if os.path.islink(target):
+            return resolve_inside(self._root, local)  # refuses it
+        return target
+
     def _fetch(self, group: list[DownloadJob]) -> list[Fetched]:
         out: list[Fetched] = []
         wanted: list[tuple[DownloadJob, Path]] = []
+        checked: dict[str, Path] = {}
         for job in group:
-            target = resolve_inside(self._root, job.local)
+            target = self._target(job.local, checked)
             if self._downloader.still_expected(target, job):
                 wanted.append((job, target))
             else:
@@ -197,6 +212,7 @@ class BatchDownloader:
         if not wanted:
             return out
         written: list[_Written] = []
+        placed = 0
         try:
             with self._api.download_batch([BatchWanted(path=j.path) for j, _ in wanted]) as stream:
                 frames = _Frames(stream.iter_bytes(_READ_PIECE))
@@ -218,8 +234,9 @@ class BatchDownloader:
                 transfer.done()
             for w in written:
                 out.append((w.job, self._place(w)))
+                placed += 1
         finally:
-            for w in written:
+            for w in written[placed:]:  # not placed: an error stopped the batch
                 with contextlib.suppress(FileNotFoundError):
                     w.temp.unlink()
         return out
@@ -260,6 +277,8 @@ class BatchDownloader:
         job = w.job
         # The last check, right before the rename: never overwrite an edit.
         if not self._downloader.still_expected(w.target, job):
+            with contextlib.suppress(FileNotFoundError):
+                w.temp.unlink()
             return DownloadOutcome(Outcome.LOCAL_CHANGED)
         os.replace(w.temp, w.target)
         st = os.stat(w.target)

@@ -14,6 +14,7 @@ and `wake_all` after a gap in which signals may have been lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,7 +32,10 @@ class Subscription:
         self._event = asyncio.Event()
 
     def _fire(self) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)
+        # A reader whose event loop has closed (its server stopping) has nobody
+        # left to wake; the waker (a writer, the change channel) carries on.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._event.set)
 
     async def wait(self, timeout_s: float) -> bool:
         """True when woken by a change, False when the timeout passed."""
