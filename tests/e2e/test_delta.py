@@ -18,18 +18,19 @@ def test_editing_a_large_file_uploads_only_the_changed_chunk(
     server: Server, make_device: Callable[..., Device]
 ) -> None:
     a, b = make_device("A"), make_device("B")
-    data = bytearray(os.urandom(32 * MiB))  # four 8 MiB chunks
+    # The client asks for chunks of one 4 MiB block for files over 8 MiB.
+    data = bytearray(os.urandom(32 * MiB))  # eight 4 MiB chunks
     path = a.write("disk.img", bytes(data))
     first = a.sync()
-    assert first["chunks_sent"] == 4
+    assert first["chunks_sent"] == 8
     b.sync()
 
-    data[20 * MiB : 20 * MiB + 5] = b"EDIT!"  # inside the third chunk
+    data[20 * MiB : 20 * MiB + 5] = b"EDIT!"  # inside the sixth chunk
     path.write_bytes(bytes(data))
     second = a.sync()
     assert second["chunks_sent"] == 1
-    assert second["chunks_already_there"] == 3
-    assert second["uploaded_bytes"] == 8 * MiB
+    assert second["chunks_already_there"] == 7
+    assert second["uploaded_bytes"] == 4 * MiB
     b.sync()
     assert (b.folder / "disk.img").read_bytes() == bytes(data)
     assert b.tree() == a.tree() == server.library(a)
