@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from shelfsync.server.api.dependencies import Services
 from shelfsync.server.app import build_services
 from shelfsync.server.domain.accounts import User
 from shelfsync.server.domain.clock import utcnow
+from shelfsync.server.domain.errors import StorageFailure
 from shelfsync.server.services.auth import Principal
+from shelfsync.server.services.batch_uploads import BatchFileIn
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
@@ -190,3 +193,46 @@ def test_an_upload_completing_while_another_process_collects_its_content_keeps_i
     with db.read() as tx:
         assert ContentRepository(tx).size_for_user(bob.id, content_hash) == len(data)
     assert here.content_gc.collect(grace=NO_GRACE) == 0  # Bob's file references it now
+
+
+def test_a_batch_upload_racing_the_collector_never_records_missing_bytes(
+    tmp_path: Path, database_url: str, db: Database, other_process: Database
+) -> None:
+    """Bob's batch carries bytes that Alice's unreferenced content holds. Its
+    publish finds the stored file and drops Bob's copy; right then the other
+    process's collector removes that content. The batch must not record the
+    content (its file is gone): that file comes back rejected, retryable, and
+    the retry stores Bob's bytes."""
+    here = _services(tmp_path, database_url, db)
+    there = _services(tmp_path, database_url, other_process)
+    alice = here.accounts.add_user(username="alice", password="correct horse battery")
+    bob = here.accounts.add_user(username="bob", password="correct horse battery")
+    phone = here.devices.register(Principal(bob, None), name="phone")[0].device
+    data = b"the same bytes, in a batch"
+    content_hash = _orphan(here, alice, data)
+    principal = Principal(bob, phone)
+    wanted = BatchFileIn(
+        path="b.txt", size=len(data), content_hash=content_hash, base_revision=None
+    )
+
+    publish = here.blobs.publish
+
+    def publish_then_collect(staged: list[Any]) -> None:
+        publish(staged)
+        assert there.content_gc.collect(grace=NO_GRACE) == 1
+
+    here.blobs.publish = publish_then_collect  # type: ignore[method-assign]
+    receiver = here.batch_uploads.begin(principal, [wanted])
+    receiver.feed(data)
+    (result,) = receiver.finish()
+    assert result.status == "rejected"
+    assert isinstance(result.error, StorageFailure)  # 503 storage_unavailable: retry
+    with db.read() as tx:
+        assert ContentRepository(tx).size_for_user(bob.id, content_hash) is None
+
+    here.blobs.publish = publish  # type: ignore[method-assign]
+    receiver = here.batch_uploads.begin(principal, [wanted])
+    receiver.feed(data)
+    (again,) = receiver.finish()
+    assert again.status == "applied"
+    assert here.blobs.object_path(content_hash).read_bytes() == data

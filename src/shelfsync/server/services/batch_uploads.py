@@ -29,6 +29,7 @@ from shelfsync.server.domain.errors import (
     InvalidInput,
     InvalidPath,
     ShelfsyncError,
+    StorageFailure,
 )
 from shelfsync.server.domain.items import ChangeOp, validate_metadata
 from shelfsync.server.domain.paths import normalize_path
@@ -241,13 +242,24 @@ class BatchUploadService:
                 slot.staged = None
         stored = [s for s in slots if s.store and s.error is None]
         if stored:
-            blocks: dict[str, list[str]] = {}
-            for slot in stored:
-                assert slot.hasher is not None
-                # Its 4 MiB block digests, indexed as `complete` does.
-                blocks[slot.file.content_hash] = [d.hex() for d in slot.hasher.block_digests]
             with self._db.write() as tx:
                 contents = ContentRepository(tx)
+                # The collector may have removed a content between `publish`
+                # (which found its file and dropped the copy just received)
+                # and now. Rows held here cannot go until commit, so a file
+                # present now stays; a missing one is reported for a retry.
+                contents.hold_many([s.file.content_hash for s in stored])
+                for slot in stored:
+                    if not self.blobs.object_path(slot.file.content_hash).is_file():
+                        slot.error = StorageFailure(
+                            "the stored copy of this content went away meanwhile; send it again"
+                        )
+                stored = [s for s in stored if s.error is None]
+                blocks: dict[str, list[str]] = {}
+                for slot in stored:
+                    assert slot.hasher is not None
+                    # Its 4 MiB block digests, indexed as `complete` does.
+                    blocks[slot.file.content_hash] = [d.hex() for d in slot.hasher.block_digests]
                 contents.add_many(
                     user_id=principal.user_id,
                     sizes={s.file.content_hash: s.file.size for s in stored},

@@ -77,7 +77,7 @@ class ContentCollector:
             trashed = None
             with self._db.write() as tx:
                 contents = ContentRepository(tx)
-                if not contents.lock_if_unreferenced(content_hash):
+                if not contents.lock_if_unreferenced(content_hash, created_before=cutoff):
                     continue
                 trashed = self._blobs.trash(content_hash)
                 contents.remove(content_hash)

@@ -84,6 +84,18 @@ class ContentRepository:
         ).first()
         return row is not None
 
+    def hold_many(self, content_hashes: list[str]) -> set[str]:
+        """`hold` for many contents at once; returns those that have a row."""
+        if not content_hashes:
+            return set()
+        rows = self._conn.execute(
+            sa.select(contents.c.content_hash)
+            .where(contents.c.content_hash.in_(sorted(content_hashes)))
+            .order_by(contents.c.content_hash)
+            .with_for_update(read=True)
+        )
+        return {str(r[0]) for r in rows}
+
     def exists(self, content_hash: str) -> bool:
         row = self._conn.execute(
             sa.select(contents.c.content_hash).where(contents.c.content_hash == content_hash)
@@ -110,8 +122,14 @@ class ContentRepository:
             return
         insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
         ordered = sorted(sizes.items())  # one lock order on PostgreSQL
+        stmt = insert(contents)
+        # A content referenced again is young again: the collector's grace
+        # period then protects it until the changes naming it are committed.
         self._conn.execute(
-            insert(contents).on_conflict_do_nothing(index_elements=["content_hash"]),
+            stmt.on_conflict_do_update(
+                index_elements=["content_hash"],
+                set_={"created_at": stmt.excluded.created_at},
+            ),
             [{"content_hash": h, "size": n, "created_at": now} for h, n in ordered],
         )
         self._conn.execute(
@@ -224,14 +242,16 @@ class ContentRepository:
         )
         return [str(r[0]) for r in rows]
 
-    def lock_if_unreferenced(self, content_hash: str) -> bool:
+    def lock_if_unreferenced(
+        self, content_hash: str, *, created_before: datetime | None = None
+    ) -> bool:
         """Lock the content row for removal; False when it is gone, locked by a
-        writer about to reference it, or referenced again."""
-        locked = self._conn.execute(
-            sa.select(contents.c.content_hash)
-            .where(contents.c.content_hash == content_hash)
-            .with_for_update(skip_locked=True)
-        ).first()
+        writer about to reference it, referenced again, or (with created_before)
+        made young again since the candidates were read."""
+        query = sa.select(contents.c.content_hash).where(contents.c.content_hash == content_hash)
+        if created_before is not None:
+            query = query.where(contents.c.created_at < created_before)
+        locked = self._conn.execute(query.with_for_update(skip_locked=True)).first()
         if locked is None:
             return False
         referenced = self._conn.execute(
