@@ -4,8 +4,7 @@ installs the `chromium` package)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,30 +17,20 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.e2e.harness import PASSWORD, Device, Server
+from tests.e2e.conftest import make_device, server, username
+from tests.e2e.harness import PASSWORD, Server
+
+# The e2e suite's server and devices, shared (a fixture is found where it is imported).
+__all__ = ["make_device", "server", "username"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
-_users = itertools.count(1)
-
 # The suite runs beside other server processes on two shared cores: give the
 # page time (an assertion that can never pass still fails, only later).
 expect.set_options(timeout=15_000)
-
-
-@pytest.fixture(scope="session")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("web-server")
-    srv = Server(data_dir=root / "data")
-    srv.data_dir.mkdir(parents=True)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="session")
@@ -61,27 +50,10 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 
 @pytest.fixture
-def username(web_server: Server) -> str:
-    name = f"web{next(_users)}"
-    web_server.add_user(name)
-    return name
-
-
-@pytest.fixture
-def make_device(web_server: Server, username: str, tmp_path: Path) -> Callable[..., Device]:
-    def make(name: str, *login_args: str) -> Device:
-        device = Device(name=name, server=web_server, home=tmp_path / name, username=username)
-        device.login(*login_args)
-        return device
-
-    return make
-
-
-@pytest.fixture
-def context(browser: Browser, web_server: Server) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport=DESKTOP, base_url=web_server.url, accept_downloads=True)
+def context(browser: Browser, server: Server) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport=DESKTOP, base_url=server.url, accept_downloads=True)
     # The copy button writes to the clipboard.
-    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=web_server.url)
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     try:
         yield ctx
     finally:

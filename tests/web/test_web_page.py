@@ -214,7 +214,7 @@ def test_a_hostile_file_name_is_shown_as_text(
 
 
 def test_the_session_survives_a_reload_refuses_csrf_and_ends_on_logout(
-    page: Page, context: BrowserContext, username: str, web_server: Server
+    page: Page, context: BrowserContext, username: str, server: Server
 ) -> None:
     log_in(page, username)
     [cookie] = [c for c in context.cookies() if c["name"] == "shelfsync_session"]
@@ -253,7 +253,7 @@ def test_the_session_survives_a_reload_refuses_csrf_and_ends_on_logout(
     expect(page.get_by_role("heading", name="Log in to shelfsync")).to_be_visible()
     # The cookie's token was revoked, not only forgotten.
     stolen = httpx.post(
-        f"{web_server.url}{SESSION}/refresh",
+        f"{server.url}{SESSION}/refresh",
         headers={"X-Requested-With": "x"},
         cookies={"shelfsync_session": cookie["value"]},
     )
@@ -261,10 +261,10 @@ def test_the_session_survives_a_reload_refuses_csrf_and_ends_on_logout(
 
 
 def test_the_page_works_at_phone_width(
-    browser: Browser, web_server: Server, username: str, make_device: Callable[..., Device]
+    browser: Browser, server: Server, username: str, make_device: Callable[..., Device]
 ) -> None:
     make_conflict(make_device)
-    context = browser.new_context(viewport=PHONE, base_url=web_server.url, is_mobile=True)
+    context = browser.new_context(viewport=PHONE, base_url=server.url, is_mobile=True)
     try:
         page = context.new_page()
         log_in(page, username)

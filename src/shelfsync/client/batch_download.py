@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,13 +33,13 @@ from shelfsync.client.download import (
     DownloadJob,
     DownloadOutcome,
     Outcome,
+    landed,
     mtime_ns_of,
 )
 from shelfsync.client.errors import ApiError, ClientError, ServerUnreachable
 from shelfsync.client.http import ApiClient
 from shelfsync.client.paths import resolve_inside
 from shelfsync.client.progress import Reporter
-from shelfsync.client.state import LocalRecord, SyncedRecord
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.content_hash import ContentHasher
 from shelfsync.protocol.batch import FRAME_PREFIX_BYTES, BatchEntry, BatchWanted, frame_length
@@ -281,28 +280,5 @@ class BatchDownloader:
                 w.temp.unlink()
             return DownloadOutcome(Outcome.LOCAL_CHANGED)
         os.replace(w.temp, w.target)
-        st = os.stat(w.target)
         self._counters.add(downloaded_files=1)
-        return DownloadOutcome(
-            Outcome.DONE,
-            synced=SyncedRecord(
-                job.path,
-                job.local,
-                job.item_id,
-                job.revision,
-                job.content_hash,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-            ),
-            local=LocalRecord(
-                job.path,
-                job.local,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-                job.content_hash,
-                time.time_ns(),
-            ),
-            directory=w.target.parent,
-        )
+        return landed(job, w.target)

@@ -38,6 +38,7 @@ __all__ = [
     "Downloader",
     "Outcome",
     "fsync_dir",
+    "landed",
     "mtime_ns_of",
 ]
 
@@ -94,6 +95,34 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def landed(job: DownloadJob, target: Path) -> DownloadOutcome:
+    """The outcome of a file just renamed into place: what to record as synced."""
+    st = os.stat(target)
+    return DownloadOutcome(
+        Outcome.DONE,
+        synced=SyncedRecord(
+            job.path,
+            job.local,
+            job.item_id,
+            job.revision,
+            job.content_hash,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+        ),
+        local=LocalRecord(
+            job.path,
+            job.local,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ino,
+            job.content_hash,
+            time.time_ns(),
+        ),
+        directory=target.parent,
+    )
+
+
 class Downloader:
     def __init__(
         self,
@@ -148,31 +177,8 @@ class Downloader:
         # records the file as synced (a lost rename must not read as a delete).
         if resumable:
             self._state.forget_download(temp_rel)
-        st = os.stat(target)
         self._counters.add(downloaded_files=1)
-        return DownloadOutcome(
-            Outcome.DONE,
-            synced=SyncedRecord(
-                job.path,
-                job.local,
-                job.item_id,
-                job.revision,
-                job.content_hash,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-            ),
-            local=LocalRecord(
-                job.path,
-                job.local,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ino,
-                job.content_hash,
-                time.time_ns(),
-            ),
-            directory=target.parent,
-        )
+        return landed(job, target)
 
     def _drop(self, temp: Path, temp_rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -14,7 +14,14 @@ from shelfsync.server.domain.items import ChangeOp, Item, Revision
 from shelfsync.server.storage import bulk
 from shelfsync.server.storage.tables import items, libraries, revisions
 
-__all__ = ["ItemRepository", "LibraryCounters", "path_key"]
+__all__ = [
+    "ITEM_COLUMNS",
+    "ItemRepository",
+    "LibraryCounters",
+    "item_from_row",
+    "path_key",
+    "revision_from_row",
+]
 
 
 def path_key(path: str) -> str:
@@ -24,7 +31,7 @@ def path_key(path: str) -> str:
 
 # The columns an Item is made of, in Item's field order: rows are read as
 # plain tuples (a feed page builds 1,000 Items; mappings cost a third more).
-_ITEM_COLUMNS = (
+ITEM_COLUMNS = (
     items.c.id,
     items.c.user_id,
     items.c.path,
@@ -43,8 +50,8 @@ _ITEM_COLUMNS = (
 _OPS = {op.value: op for op in ChangeOp}
 
 
-def _item(row: Sequence[Any]) -> Item:
-    """An Item from a row selected with _ITEM_COLUMNS (extra columns may follow)."""
+def item_from_row(row: Sequence[Any]) -> Item:
+    """An Item from a row selected with ITEM_COLUMNS (extra columns may follow)."""
     return Item(
         row[0],
         row[1],
@@ -63,7 +70,7 @@ def _item(row: Sequence[Any]) -> Item:
     )
 
 
-def _revision(row: RowMapping) -> Revision:
+def revision_from_row(row: RowMapping) -> Revision:
     return Revision(
         item_id=row["item_id"],
         revision=row["revision"],
@@ -201,12 +208,12 @@ class ItemRepository:
     def at_path(self, user_id: str, path: str) -> Item | None:
         """The live item at `path`, else the latest tombstone there, else None."""
         row = self._conn.execute(
-            sa.select(*_ITEM_COLUMNS)
+            sa.select(*ITEM_COLUMNS)
             .where(items.c.user_id == user_id, items.c.path_hash == path_key(path))
             .order_by(items.c.deleted.asc(), items.c.seq.desc())
             .limit(1)
         ).first()
-        return _item(row) if row else None
+        return item_from_row(row) if row else None
 
     def at_paths(self, user_id: str, paths: Iterable[str]) -> dict[str, Item]:
         """Bulk form of at_path: each path that has an item (live, else the latest
@@ -216,13 +223,13 @@ class ItemRepository:
         chosen: dict[str, Item] = {}
         for start in range(0, len(keys), _IN_CHUNK):
             rows = self._conn.execute(
-                sa.select(*_ITEM_COLUMNS, items.c.path_hash).where(
+                sa.select(*ITEM_COLUMNS, items.c.path_hash).where(
                     items.c.user_id == user_id,
                     items.c.path_hash.in_(keys[start : start + _IN_CHUNK]),
                 )
             )
             for row in rows:
-                item, key = _item(row), row[-1]
+                item, key = item_from_row(row), row[-1]
                 seen = chosen.get(key)
                 chosen[key] = item if seen is None else _preferred(seen, item)
         return {by_key[key]: item for key, item in chosen.items()}
@@ -232,8 +239,8 @@ class ItemRepository:
         return item if item is not None and not item.deleted else None
 
     def get(self, item_id: str) -> Item | None:
-        row = self._conn.execute(sa.select(*_ITEM_COLUMNS).where(items.c.id == item_id)).first()
-        return _item(row) if row else None
+        row = self._conn.execute(sa.select(*ITEM_COLUMNS).where(items.c.id == item_id)).first()
+        return item_from_row(row) if row else None
 
     def insert(self, item: Item, *, now: datetime) -> None:
         self._conn.execute(items.insert().values(created_at=now, **_item_values(item)))
@@ -323,7 +330,7 @@ class ItemRepository:
             .mappings()
             .first()
         )
-        return _revision(row) if row else None
+        return revision_from_row(row) if row else None
 
     def revisions_of(self, item_id: str) -> list[Revision]:
         rows = self._conn.execute(
@@ -331,7 +338,7 @@ class ItemRepository:
             .where(revisions.c.item_id == item_id)
             .order_by(revisions.c.revision.desc())
         ).mappings()
-        return [_revision(r) for r in rows]
+        return [revision_from_row(r) for r in rows]
 
     def revision_at_path(self, user_id: str, path: str, revision: int) -> Revision | None:
         """The most recent revision numbered `revision` that lived at `path`."""
@@ -349,7 +356,7 @@ class ItemRepository:
             .mappings()
             .first()
         )
-        return _revision(row) if row else None
+        return revision_from_row(row) if row else None
 
     def path_as_of(self, item_id: str, seq: int) -> str | None:
         """Where the item was once the feed had reached `seq` (None: not yet created)."""
@@ -381,14 +388,14 @@ class ItemRepository:
         """Items with seq > after_seq in seq order; tombstones at or below
         `snapshot_seq` are skipped (they predate a device's first listing)."""
         stmt = (
-            sa.select(*_ITEM_COLUMNS)
+            sa.select(*ITEM_COLUMNS)
             .where(items.c.user_id == user_id, items.c.seq > after_seq)
             .order_by(items.c.seq)
             .limit(limit)
         )
         if snapshot_seq > after_seq:
             stmt = stmt.where(sa.or_(items.c.deleted == sa.false(), items.c.seq > snapshot_seq))
-        return [_item(r) for r in self._conn.execute(stmt).all()]
+        return [item_from_row(r) for r in self._conn.execute(stmt).all()]
 
     def count_after(self, user_id: str, *, after_seq: int, live_only: bool) -> int:
         stmt = (

@@ -18,50 +18,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from shelfsync.server.domain.items import ChangeOp, Item, Revision
+from shelfsync.server.domain.items import Item, Revision
 from shelfsync.server.domain.library import EntryKind, FolderEntry, FolderPage, SortKey
-from shelfsync.server.storage.items import path_key
+from shelfsync.server.storage.items import (
+    ITEM_COLUMNS,
+    item_from_row,
+    path_key,
+    revision_from_row,
+)
 from shelfsync.server.storage.tables import items, revisions
 
 __all__ = ["LibraryQueries"]
 
 _LIKE_ESCAPE = "\\"
-
-
-def _item(row: RowMapping) -> Item:
-    return Item(
-        id=row["id"],
-        user_id=row["user_id"],
-        path=row["path"],
-        revision=row["revision"],
-        content_hash=row["content_hash"],
-        size=row["size"],
-        mtime=row["mtime"],
-        metadata=row["metadata"] or {},
-        deleted=bool(row["deleted"]),
-        device_id=row["device_id"],
-        updated_at=row["updated_at"],
-        seq=row["seq"],
-        op=ChangeOp(row["op"]),
-        from_path=row["from_path"],
-    )
-
-
-def _revision(row: RowMapping) -> Revision:
-    return Revision(
-        item_id=row["item_id"],
-        revision=row["revision"],
-        path=row["path"],
-        content_hash=row["content_hash"],
-        size=row["size"],
-        mtime=row["mtime"],
-        metadata=row["metadata"] or {},
-        deleted=bool(row["deleted"]),
-        device_id=row["device_id"],
-        created_at=row["created_at"],
-        seq=row["seq"],
-        op=ChangeOp(row["op"]),
-    )
 
 
 def _like_fragment(text: str) -> str:
@@ -248,14 +217,10 @@ class LibraryQueries:
 
     def item(self, user_id: str, item_id: str) -> Item | None:
         """The item (live or a tombstone) if it is this user's."""
-        row = (
-            self._conn.execute(
-                sa.select(items).where(items.c.id == item_id, items.c.user_id == user_id)
-            )
-            .mappings()
-            .first()
-        )
-        return _item(row) if row else None
+        row = self._conn.execute(
+            sa.select(*ITEM_COLUMNS).where(items.c.id == item_id, items.c.user_id == user_id)
+        ).first()
+        return item_from_row(row) if row else None
 
     def revision(self, item_id: str, revision: int) -> Revision | None:
         row = (
@@ -267,7 +232,7 @@ class LibraryQueries:
             .mappings()
             .first()
         )
-        return _revision(row) if row else None
+        return revision_from_row(row) if row else None
 
     def live_item_at(self, user_id: str, path: str) -> str | None:
         """The id of the live item at `path`, if any (paths are matched by their key)."""
@@ -286,13 +251,13 @@ class LibraryQueries:
         if before is not None:
             stmt = stmt.where(revisions.c.revision < before)
         stmt = stmt.order_by(revisions.c.revision.desc()).limit(limit)
-        return [_revision(r) for r in self._conn.execute(stmt).mappings()]
+        return [revision_from_row(r) for r in self._conn.execute(stmt).mappings()]
 
     def recent(self, user_id: str, *, before_seq: int | None, limit: int) -> list[Item]:
         """Items by their last change, newest first (the feed's order, reversed):
         an index range scan of (user_id, seq)."""
-        stmt = sa.select(items).where(items.c.user_id == user_id)
+        stmt = sa.select(*ITEM_COLUMNS).where(items.c.user_id == user_id)
         if before_seq is not None:
             stmt = stmt.where(items.c.seq < before_seq)
         stmt = stmt.order_by(items.c.seq.desc()).limit(limit)
-        return [_item(r) for r in self._conn.execute(stmt).mappings()]
+        return [item_from_row(r) for r in self._conn.execute(stmt)]
