@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-from shelfsync.server.domain.accounts import Device
+from shelfsync.server.domain.accounts import Device, SyncFilter
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.domain.errors import CursorExpired, InvalidCursor, InvalidInput
 from shelfsync.server.domain.items import ChangeOp, Item
@@ -45,11 +45,22 @@ class AckResult:
     pending_changes: int
 
 
+@dataclass(frozen=True, slots=True)
+class _SharedRead:
+    started_ns: int
+    task: asyncio.Future[FeedPage]
+
+
+_ReadKey = tuple[asyncio.AbstractEventLoop, str, str | None, int, SyncFilter | None]
+
+
 class FeedService:
     def __init__(self, *, db: Database, codec: CursorCodec, notifier: ChangeNotifier) -> None:
         self._db = db
         self._codec = codec
         self._notifier = notifier
+        # Reads in flight, per event loop and page asked for (see _read_after).
+        self._reads: dict[_ReadKey, _SharedRead] = {}
 
     # -- reading ---------------------------------------------------------
 
@@ -147,18 +158,51 @@ class FeedService:
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise InvalidInput(f"wait must be 0 to {MAX_WAIT_S} seconds")
         deadline = time.monotonic() + wait_s
+        fresh_after_ns = time.monotonic_ns()
         while True:
             subscription = self._notifier.subscribe(principal.user_id)
             try:
-                page = await asyncio.to_thread(self.page, principal, cursor=cursor, limit=limit)
+                page = await self._read_after(principal, cursor, limit, fresh_after_ns)
                 remaining = deadline - time.monotonic()
                 if page.changes or page.has_more or remaining <= 0:
                     return page
-                await subscription.wait(min(remaining, FALLBACK_POLL_S))
+                woken = await subscription.wait(min(remaining, FALLBACK_POLL_S))
+                fired_at = subscription.fired_at_ns
+                fresh_after_ns = fired_at if woken and fired_at is not None else time.monotonic_ns()
             finally:
                 subscription.close()
             # Keep the position reached (the cursor may have moved past tombstones).
             cursor = page.cursor
+
+    async def _read_after(
+        self, principal: Principal, cursor: str | None, limit: int, after_ns: int
+    ) -> FeedPage:
+        """A page read that began after `after_ns` (so it sees every commit signalled
+        before then). One change wakes every waiter of a library at once; those
+        asking for the same page share one read instead of a thousand identical ones."""
+        device = principal.device
+        key = (
+            asyncio.get_running_loop(),
+            principal.user_id,
+            cursor,
+            limit,
+            device.sync_filter if device is not None else None,
+        )
+        shared = self._reads.get(key)
+        if shared is None or shared.started_ns <= after_ns:
+            started_ns = time.monotonic_ns()
+            task = asyncio.ensure_future(
+                asyncio.to_thread(self.page, principal, cursor=cursor, limit=limit)
+            )
+            shared = _SharedRead(started_ns, task)
+            self._reads[key] = shared
+            task.add_done_callback(lambda _: self._forget(key, shared))
+        # One waiter leaving (its client gone) must not cancel the others' read.
+        return await asyncio.shield(shared.task)
+
+    def _forget(self, key: _ReadKey, shared: _SharedRead) -> None:
+        if self._reads.get(key) is shared:
+            del self._reads[key]
 
     # -- acks ------------------------------------------------------------
 

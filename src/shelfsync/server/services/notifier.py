@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -30,8 +31,13 @@ class Subscription:
         self.user_id = user_id
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        # When the first wake-up was signalled (time.monotonic_ns), after the
+        # commit that caused it: a read begun later sees that commit.
+        self.fired_at_ns: int | None = None
 
     def _fire(self) -> None:
+        if self.fired_at_ns is None:
+            self.fired_at_ns = time.monotonic_ns()
         # A reader whose event loop has closed (its server stopping) has nobody
         # left to wake; the waker (a writer, the change channel) carries on.
         with contextlib.suppress(RuntimeError):
