@@ -241,7 +241,7 @@ class Downloader:
             with open(temp, mode) as fh:
                 fh.seek(offset)
                 fh.truncate()
-                for piece in stream.iter_bytes(_PIECE):
+                for piece in stream.iter_bytes():
                     self._settings.throttle.take(len(piece))
                     fh.write(piece)
                     hasher.update(piece)
