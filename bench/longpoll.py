@@ -222,7 +222,9 @@ def print_result(result: Json) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round per server")
-    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument(
+        "--servers", help="ASGI servers to measure (default uvicorn,granian; quick: uvicorn)"
+    )
     parser.add_argument("--waiters", type=int, default=1000)
     parser.add_argument("--devices", type=int, default=20, help="devices the waiters use")
     parser.add_argument("--rounds", type=int, help="rounds per server (default 3, quick 1)")
@@ -230,6 +232,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.servers = args.servers or ("uvicorn" if args.quick else "uvicorn,granian")
     if args.quick:
         args.devices = min(args.devices, 5)
     raise_fd_limit(args.waiters * 2 + 512)
