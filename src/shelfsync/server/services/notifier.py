@@ -35,9 +35,9 @@ class Subscription:
         # commit that caused it: a read begun later sees that commit.
         self.fired_at_ns: int | None = None
 
-    def _fire(self) -> None:
+    def _fire(self, at_ns: int) -> None:
         if self.fired_at_ns is None:
-            self.fired_at_ns = time.monotonic_ns()
+            self.fired_at_ns = at_ns
         # A reader whose event loop has closed (its server stopping) has nobody
         # left to wake; the waker (a writer, the change channel) carries on.
         with contextlib.suppress(RuntimeError):
@@ -88,17 +88,21 @@ class ChangeNotifier:
 
     def wake(self, user_id: str) -> None:
         """Thread-safe: wake this process's readers of this library."""
+        # One moment for all: waiters woken together can then share a read begun
+        # after it, however the loop below interleaves with their event loop.
+        now = time.monotonic_ns()
         with self._lock:
             subs = list(self._subscribers.get(user_id, ()))
         for subscription in subs:
-            subscription._fire()
+            subscription._fire(now)
 
     def wake_all(self) -> None:
         """Thread-safe: wake every reader in this process (they read again)."""
+        now = time.monotonic_ns()
         with self._lock:
             subs = [s for group in self._subscribers.values() for s in group]
         for subscription in subs:
-            subscription._fire()
+            subscription._fire(now)
 
     def waiting(self) -> int:
         with self._lock:
