@@ -24,7 +24,8 @@ real `shelfsync serve` process on loopback and measured over HTTP:
   whose content the user already holds (dedupe), every one `applied`, into
   both libraries. Anchors: the 10,000 changes/s goal, and the floor: the same
   rows (items, revisions, counter) bulk-inserted in-process through the
-  storage layer in one transaction per batch, with no decisions and no HTTP.
+  storage layer in one transaction per batch, with no decisions and no HTTP,
+  into the big library, alternating with its report batches.
 
 Prints a table per database and the ratios last; `--json OUT` writes every
 figure for docs/benchmarks.md.
@@ -58,6 +59,7 @@ import httpx
 import psycopg
 
 from shelfsync.server.domain.clock import utcnow
+from shelfsync.server.domain.ids import time_ordered_id
 from shelfsync.server.domain.items import ChangeOp, Item
 from shelfsync.server.services.accounts import AccountService
 from shelfsync.server.services.cursors import Cursor, CursorCodec
@@ -365,64 +367,95 @@ def ingest_batch(tag: str, batch: int) -> list[Json]:
     return changes
 
 
-def measure_report(lib: Library, batches: int) -> Json:
-    times: list[float] = []
-    with httpx.Client(base_url=lib.base_url, timeout=120) as http:
-        for b in range(batches + 1):
-            body = {"changes": ingest_batch("http", b)}
-            started = time.perf_counter()
-            response = http.post("/api/v1/sync/report", json=body, headers=lib.headers)
-            elapsed = time.perf_counter() - started
-            results = expect(response)["results"]
-            statuses = {r["status"] for r in results}
-            if len(results) != PAGE or statuses != {"applied"}:
-                raise BenchError(f"report: {len(results)} results, statuses {statuses}")
-            if b:  # the first batch warms the connections up
-                times.append(elapsed)
+def report_batch(http: httpx.Client, lib: Library, b: int) -> float:
+    """One timed POST /sync/report of a batch of new paths; every change applied."""
+    body = {"changes": ingest_batch("http", b)}
+    started = time.perf_counter()
+    response = http.post("/api/v1/sync/report", json=body, headers=lib.headers)
+    elapsed = time.perf_counter() - started
+    results = expect(response)["results"]
+    statuses = {r["status"] for r in results}
+    if len(results) != PAGE or statuses != {"applied"}:
+        raise BenchError(f"report: {len(results)} results, statuses {statuses}")
+    return elapsed
+
+
+def report_figures(times: list[float]) -> Json:
     return {
-        "batches": batches,
+        "batches": len(times),
         "batch_p50_ms": percentile(times, 50) * 1000,
         "changes_per_s": PAGE * len(times) / sum(times),
     }
 
 
-def measure_floor(lib: Library, batches: int) -> Json:
-    """The same rows written in-process through the storage layer: no decisions, no HTTP."""
-    db = Database(lib.database_url, pool_size=1)
+def measure_report(lib: Library, batches: int) -> Json:
     times: list[float] = []
-    try:
+    with httpx.Client(base_url=lib.base_url, timeout=120) as http:
         for b in range(batches + 1):
-            changes = ingest_batch("floor", b)
-            started = time.perf_counter()
-            now = utcnow()
-            with db.write() as tx:
-                counters = LibraryCounters(tx)
-                seq = counters.lock(lib.user_id)
-                written = [
-                    Item(
-                        id=str(uuid.uuid4()),
-                        user_id=lib.user_id,
-                        path=c["path"],
-                        revision=1,
-                        content_hash=c["content_hash"],
-                        size=c["size"],
-                        mtime=None,
-                        metadata={},
-                        deleted=False,
-                        device_id=None,
-                        updated_at=now,
-                        seq=seq + 1 + i,
-                        op=ChangeOp.UPSERT,
-                    )
-                    for i, c in enumerate(changes)
-                ]
-                ItemRepository(tx).insert_many(written, now=now)
-                counters.set_seq(lib.user_id, seq + len(written))
-            if b:
-                times.append(time.perf_counter() - started)
+            elapsed = report_batch(http, lib, b)
+            if b:  # the first batch warms the connections up
+                times.append(elapsed)
+    return report_figures(times)
+
+
+def measure_report_and_floor(lib: Library, batches: int) -> tuple[Json, Json]:
+    """Report batches and floor batches into one library, alternating batch by
+    batch, so that both see the same machine load and the same library size."""
+    db = Database(lib.database_url, pool_size=1)
+    report_times: list[float] = []
+    floor_times: list[float] = []
+    try:
+        with httpx.Client(base_url=lib.base_url, timeout=120) as http:
+            for b in range(batches + 1):
+                # Alternate which goes first, too: the one after a checkpoint pays none.
+                for which in ("report", "floor") if b % 2 else ("floor", "report"):
+                    if which == "report":
+                        elapsed = report_batch(http, lib, b)
+                        times = report_times
+                    else:
+                        elapsed = floor_batch(db, lib, b)
+                        times = floor_times
+                    if b:  # the first batch warms the connections up
+                        times.append(elapsed)
     finally:
         db.dispose()
-    return {"batches": batches, "changes_per_s": PAGE * len(times) / sum(times)}
+    floor = {"batches": batches, "changes_per_s": PAGE * len(floor_times) / sum(floor_times)}
+    return report_figures(report_times), floor
+
+
+def floor_batch(db: Database, lib: Library, b: int) -> float:
+    """The same rows written in-process through the storage layer: no decisions, no HTTP.
+
+    Ids are made as the server makes them (time-ordered, domain/ids.py), so the
+    floor's rows cost the database what the server's cost.
+    """
+    changes = ingest_batch("floor", b)
+    started = time.perf_counter()
+    now = utcnow()
+    with db.write() as tx:
+        counters = LibraryCounters(tx)
+        seq = counters.lock(lib.user_id)
+        written = [
+            Item(
+                id=time_ordered_id(),
+                user_id=lib.user_id,
+                path=c["path"],
+                revision=1,
+                content_hash=c["content_hash"],
+                size=c["size"],
+                mtime=None,
+                metadata={},
+                deleted=False,
+                device_id=None,
+                updated_at=now,
+                seq=seq + 1 + i,
+                op=ChangeOp.UPSERT,
+            )
+            for i, c in enumerate(changes)
+        ]
+        ItemRepository(tx).insert_many(written, now=now)
+        counters.set_seq(lib.user_id, seq + len(written))
+    return time.perf_counter() - started
 
 
 # -- driver ----------------------------------------------------------------------
@@ -435,9 +468,8 @@ def run_backend(kind: str, args: argparse.Namespace) -> Json:
             print(f"{kind}: seeded {lib.items:,} items in {lib.seed_s:.1f} s", flush=True)
             start_server(lib)
         feed = measure_feed(big, small, args.rounds)
-        report_big = measure_report(big, args.batches)
+        report_big, floor = measure_report_and_floor(big, args.batches)
         report_small = measure_report(small, args.batches)
-        floor = measure_floor(big, args.batches)
     return {
         "items": args.items,
         "small_items": SMALL_ITEMS,

@@ -34,6 +34,12 @@ of `shelfsync serve --server` is chosen by measurement.
 
     .venv/bin/python bench/transfer.py --quick          # 256 MiB, 1 run, ~40 s
     .venv/bin/python bench/transfer.py --json out.json  # 1 GiB, 3 runs (median)
+    .venv/bin/python bench/transfer.py --only ranges    # the Range GETs alone
+
+With `--only ranges` the file is uploaded once, untimed, and only the Range
+GETs are measured (the JSON then carries only that goal row). The Range GETs
+also report each server's CPU time per request (from /proc, whole process
+tree), which is steadier than the request rate on a busy machine.
 """
 
 from __future__ import annotations
@@ -85,8 +91,28 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def fresh_sync() -> None:
+def fresh_sync(*evict: Path) -> None:
+    """No dirty pages left; then the files under `evict` leave the page cache.
+
+    Every timed upload starts with the uploads before it (both sides') evicted,
+    so each writer finds the same pool of just-freed page-cache memory. Without
+    it nginx, which unlinks its previous upload, would write into reused pages
+    while shelfsync, which keeps every file and writes after nginx, would write
+    into never-used memory: on a VM that costs about 2.5 s of system CPU per GiB
+    more, and it would be counted against one side only.
+    """
     os.sync()
+    for root in evict:
+        for folder, _, names in os.walk(root):
+            for file_name in names:
+                try:
+                    fd = os.open(os.path.join(folder, file_name), os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
 
 
 class Payload:
@@ -114,10 +140,12 @@ class Payload:
 # -- nginx anchors -----------------------------------------------------------------
 
 
-def nginx_put_single(nginx: Nginx, payload: Payload, cpu: list[float]) -> float:
+def nginx_put_single(
+    nginx: Nginx, payload: Payload, cpu: list[float], evict: tuple[Path, ...] = ()
+) -> float:
     target = nginx.dav / "single.bin"
     target.unlink(missing_ok=True)
-    fresh_sync()
+    fresh_sync(*evict)
     assert nginx.process is not None
     pids = tree_pids(nginx.process.pid)
     cpu_before = cpu_seconds(pids)
@@ -142,11 +170,13 @@ def nginx_put_single(nginx: Nginx, payload: Payload, cpu: list[float]) -> float:
     return elapsed
 
 
-def nginx_put_chunked(nginx: Nginx, payload: Payload, http: httpx.Client) -> float:
+def nginx_put_chunked(
+    nginx: Nginx, payload: Payload, http: httpx.Client, evict: tuple[Path, ...] = ()
+) -> float:
     chunks = nginx.dav / "chunks"
     shutil.rmtree(chunks, ignore_errors=True)
     chunks.mkdir()
-    fresh_sync()
+    fresh_sync(*evict)
     count = -(-payload.size // NGINX_CHUNK)
     fd = os.open(payload.path, os.O_RDONLY)
 
@@ -194,10 +224,14 @@ def range_config(path: Path, url: str, offsets: list[int], headers: list[str]) -
     return path
 
 
-def curl_ranges(config: Path) -> float:
+def curl_ranges(config: Path, pids: list[int], cpu: list[float]) -> float:
+    """One curl fetching every range of `config`; the CPU time `pids` spent goes to `cpu`."""
+    cpu_before = cpu_seconds(pids)
     start = time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-K", str(config)], check=True)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    cpu.append(cpu_seconds(pids) - cpu_before)
+    return elapsed
 
 
 # -- shelfsync ---------------------------------------------------------------------
@@ -318,16 +352,29 @@ def measure_server(
     nginx_http = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=4))
     try:
         out: Json = {"server": name, "idle_rss_mib": server.rss() / MIB}
+        if args.only == "ranges":
+            payload.renew(f"{name}-ranges")
+            stored = "up/ranges.bin"
+            client.upload(payload, stored)
+            check_stored(
+                server,
+                stored,
+                payload,
+                offset=random.Random(0).randrange(payload.size - RANGE_BYTES),
+            )
+            out["ranges"] = measure_ranges(args, tmp, nginx, server, payload, stored)
+            return out
         # Upload: nginx single PUT, nginx chunked, shelfsync client, interleaved per run.
         up_nginx, up_nginx_chunked, up_ours = [], [], []
         cpu_nginx: list[float] = []
         cpu_server: list[float] = []
         cpu_client: list[float] = []
+        uploaded = (nginx.dav, server.data_dir / "content")  # the page-cache state: fresh_sync
         for run in range(args.runs):
             payload.renew(f"{name}-{run}")
-            up_nginx.append(nginx_put_single(nginx, payload, cpu_nginx))
-            up_nginx_chunked.append(nginx_put_chunked(nginx, payload, nginx_http))
-            fresh_sync()
+            up_nginx.append(nginx_put_single(nginx, payload, cpu_nginx, uploaded))
+            up_nginx_chunked.append(nginx_put_chunked(nginx, payload, nginx_http, uploaded))
+            fresh_sync(*uploaded)
             path = f"up/run-{run}.bin"
             server_before, client_before = cpu_seconds(server.pids()), _own_cpu()
             up_ours.append(client.upload(payload, path))
@@ -357,6 +404,8 @@ def measure_server(
             "server_cpu_s_per_gib": median(cpu_server) * GIB / size,
             "client_cpu_s_per_gib": median(cpu_client) * GIB / size,
         }
+        if args.only == "upload":
+            return out
         # Full download: curl for both.
         auth = [f"Authorization: Bearer {server.access_tokens[0]}"]
         ours_url = f"{server.url}/api/v1/sync/download/{stored}"
@@ -372,21 +421,7 @@ def measure_server(
             "nginx_MBps": size / median(dl_nginx) / 1e6,
             "shelfsync_MBps": size / median(dl_ours) / 1e6,
         }
-        # Random 1 MiB ranges: the same offsets for both, one curl, one connection.
-        rng = random.Random(7)
-        offsets = [rng.randrange(size - RANGE_BYTES) for _ in range(args.ranges)]
-        cfg_nginx = range_config(tmp / "ranges-nginx.cfg", nginx_url, offsets, [])
-        cfg_ours = range_config(tmp / f"ranges-{name}.cfg", ours_url, offsets, auth)
-        rg_nginx, rg_ours = interleave(
-            args.runs, lambda: curl_ranges(cfg_nginx), lambda: curl_ranges(cfg_ours)
-        )
-        out["ranges"] = {
-            "count": args.ranges,
-            "nginx_s": rg_nginx,
-            "shelfsync_s": rg_ours,
-            "nginx_per_s": args.ranges / median(rg_nginx),
-            "shelfsync_per_s": args.ranges / median(rg_ours),
-        }
+        out["ranges"] = measure_ranges(args, tmp, nginx, server, payload, stored, served=True)
         out["memory"] = memory_under_load(server, client, payload, stored)
         return out
     finally:
@@ -396,7 +431,58 @@ def measure_server(
         shutil.rmtree(server.data_dir / "content", ignore_errors=True)
 
 
+def measure_ranges(
+    args: argparse.Namespace,
+    tmp: Path,
+    nginx: Nginx,
+    server: Shelfsync,
+    payload: Payload,
+    stored: str,
+    *,
+    served: bool = False,
+) -> Json:
+    """Random 1 MiB ranges: the same offsets for both, one curl, one connection."""
+    name = server.server
+    nginx_url = f"{nginx.url}/files/payload.bin"
+    if not served:  # nginx serves the same bytes as the stored file
+        (nginx.files / "payload.bin").unlink(missing_ok=True)
+        os.link(payload.path, nginx.files / "payload.bin")
+    ours_url = f"{server.url}/api/v1/sync/download/{stored}"
+    auth = [f"Authorization: Bearer {server.access_tokens[0]}"]
+    rng = random.Random(7)
+    offsets = [rng.randrange(payload.size - RANGE_BYTES) for _ in range(args.ranges)]
+    cfg_nginx = range_config(tmp / "ranges-nginx.cfg", nginx_url, offsets, [])
+    cfg_ours = range_config(tmp / f"ranges-{name}.cfg", ours_url, offsets, auth)
+    assert nginx.process is not None
+    nginx_pids, server_pids = tree_pids(nginx.process.pid), server.pids()
+    cpu_nginx: list[float] = []
+    cpu_ours: list[float] = []
+    rg_nginx, rg_ours = interleave(
+        args.runs,
+        lambda: curl_ranges(cfg_nginx, nginx_pids, cpu_nginx),
+        lambda: curl_ranges(cfg_ours, server_pids, cpu_ours),
+    )
+    return {
+        "count": args.ranges,
+        "nginx_s": rg_nginx,
+        "shelfsync_s": rg_ours,
+        "nginx_per_s": args.ranges / median(rg_nginx),
+        "shelfsync_per_s": args.ranges / median(rg_ours),
+        # CPU milliseconds per request of each server's processes.
+        "nginx_cpu_ms": median(cpu_nginx) * 1000 / args.ranges,
+        "server_cpu_ms": median(cpu_ours) * 1000 / args.ranges,
+    }
+
+
 def ratios(result: Json) -> Json:
+    if "upload" not in result:  # --only ranges
+        return {"ranges": result["ranges"]["shelfsync_per_s"] / result["ranges"]["nginx_per_s"]}
+    if "download" not in result:  # --only upload
+        return {
+            "upload": result["upload"]["shelfsync_MBps"] / result["upload"]["nginx_MBps"],
+            "upload_vs_chunked": result["upload"]["shelfsync_MBps"]
+            / result["upload"]["nginx_chunked_MBps"],
+        }
     return {
         "upload": result["upload"]["shelfsync_MBps"] / result["upload"]["nginx_MBps"],
         "upload_vs_chunked": result["upload"]["shelfsync_MBps"]
@@ -407,11 +493,23 @@ def ratios(result: Json) -> Json:
     }
 
 
+def print_ranges(rg: Json) -> None:
+    print(f"  ranges   nginx (curl, {rg['count']} x 1 MiB)   {rg['nginx_per_s']:8.0f} req/s")
+    print(f"  ranges   shelfsync (curl)            {rg['shelfsync_per_s']:8.0f} req/s")
+    print(
+        f"  ranges   server CPU per request: nginx {rg['nginx_cpu_ms']:.3f} ms; "
+        f"shelfsync {rg['server_cpu_ms']:.3f} ms"
+    )
+
+
 def print_result(result: Json, size: int) -> None:
     name = result["server"]
-    up, dl, rg, mem = result["upload"], result["download"], result["ranges"], result["memory"]
     print(f"\n== shelfsync serve --server {name} ({size / MIB:.0f} MiB payload)")
     print(f"  idle server RSS                      {result['idle_rss_mib']:8.1f} MiB")
+    if "upload" not in result:  # --only ranges
+        print_ranges(result["ranges"])
+        return
+    up = result["upload"]
     print(f"  upload   nginx WebDAV PUT (curl -T)  {up['nginx_MBps']:8.0f} MB/s")
     print(f"  upload   nginx 8 MiB x4 PUTs (httpx) {up['nginx_chunked_MBps']:8.0f} MB/s")
     print(f"  upload   shelfsync client            {up['shelfsync_MBps']:8.0f} MB/s")
@@ -419,10 +517,12 @@ def print_result(result: Json, size: int) -> None:
         f"  upload   CPU s/GiB: nginx {up['nginx_cpu_s_per_gib']:.2f}; shelfsync server "
         f"{up['server_cpu_s_per_gib']:.2f} + client {up['client_cpu_s_per_gib']:.2f}"
     )
+    if "download" not in result:  # --only upload
+        return
+    dl, rg, mem = result["download"], result["ranges"], result["memory"]
     print(f"  download nginx (curl)                {dl['nginx_MBps']:8.0f} MB/s")
     print(f"  download shelfsync (curl)            {dl['shelfsync_MBps']:8.0f} MB/s")
-    print(f"  ranges   nginx (curl, {rg['count']} x 1 MiB)   {rg['nginx_per_s']:8.0f} req/s")
-    print(f"  ranges   shelfsync (curl)            {rg['shelfsync_per_s']:8.0f} req/s")
+    print_ranges(rg)
     print(
         f"  memory   peak RSS {mem['peak_rss_mib']:.1f} MiB over {mem['processes']} process(es) "
         f"(idle {mem['idle_rss_mib']:.1f}) during upload {mem['upload_s']:.2f} s + "
@@ -438,6 +538,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="timed runs per case (default 3, quick 1)")
     parser.add_argument("--ranges", type=int, help="Range GETs (default 1000, quick 200)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--only",
+        choices=["ranges", "upload"],
+        help="measure only this case (ranges: the file is uploaded untimed)",
+    )
     args = parser.parse_args()
     args.size_mib = args.size_mib or (256 if args.quick else 1024)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -463,41 +568,49 @@ def main() -> int:
     goals = []
     for r in results:
         name, rt = r["server"], table[r["server"]]
-        up, dl, rg, mem = r["upload"], r["download"], r["ranges"], r["memory"]
-        rows = [
-            (
+        rg = r.get("ranges")
+        ranges_row = (
+            4,
+            "1 MiB ranges",
+            f"nginx (curl): {rg['nginx_per_s']:.0f} req/s" if rg else "",
+            f"{rg['shelfsync_per_s']:.0f} req/s" if rg else "",
+            rt.get("ranges", 0.0),
+            f">= {GOAL_RANGES}",
+        )
+        rows = [ranges_row]
+        if "upload" in r:
+            up = r["upload"]
+            upload_row = (
                 3,
                 "upload",
                 f"nginx WebDAV PUT (curl -T): {up['nginx_MBps']:.0f} MB/s",
                 f"{up['shelfsync_MBps']:.0f} MB/s",
                 rt["upload"],
                 f">= {GOAL_UPLOAD}",
-            ),
-            (
-                4,
-                "download",
-                f"nginx (curl): {dl['nginx_MBps']:.0f} MB/s",
-                f"{dl['shelfsync_MBps']:.0f} MB/s",
-                rt["download"],
-                f">= {GOAL_DOWNLOAD}",
-            ),
-            (
-                4,
-                "1 MiB ranges",
-                f"nginx (curl): {rg['nginx_per_s']:.0f} req/s",
-                f"{rg['shelfsync_per_s']:.0f} req/s",
-                rt["ranges"],
-                f">= {GOAL_RANGES}",
-            ),
-            (
-                7,
-                "RSS, upload + download at once",
-                f"goal: < {GOAL_RSS_MIB} MiB",
-                f"peak {mem['peak_rss_mib']:.1f} MiB",
-                mem["peak_rss_mib"] / GOAL_RSS_MIB,
-                "<= 1.0",
-            ),
-        ]
+            )
+            rows = [upload_row]
+        if "download" in r:
+            dl, mem = r["download"], r["memory"]
+            rows = [
+                upload_row,
+                (
+                    4,
+                    "download",
+                    f"nginx (curl): {dl['nginx_MBps']:.0f} MB/s",
+                    f"{dl['shelfsync_MBps']:.0f} MB/s",
+                    rt["download"],
+                    f">= {GOAL_DOWNLOAD}",
+                ),
+                ranges_row,
+                (
+                    7,
+                    "RSS, upload + download at once",
+                    f"goal: < {GOAL_RSS_MIB} MiB",
+                    f"peak {mem['peak_rss_mib']:.1f} MiB",
+                    mem["peak_rss_mib"] / GOAL_RSS_MIB,
+                    "<= 1.0",
+                ),
+            ]
         for goal, label, anchor, ours, ratio, target in rows:
             goals.append(
                 {
@@ -509,7 +622,8 @@ def main() -> int:
                     "target": target,
                     "met": judge(ratio, target),
                     "comparable": not args.quick,
-                    "command": f"bench/transfer.py --servers {name}",
+                    "command": f"bench/transfer.py --servers {name}"
+                    + (f" --only {args.only}" if args.only else ""),
                 }
             )
     if args.json is not None:
@@ -532,6 +646,8 @@ def main() -> int:
     print()
     ok = True
     for r in results:
+        if "memory" not in r:  # --only ranges
+            continue
         mem = r["memory"]
         print(
             f"[{r['server']}] upload vs nginx 8 MiB x4 chunked PUTs: "

@@ -7,15 +7,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from shelfsync.client.commands import register as register_client_commands
-from shelfsync.server.domain.errors import ShelfsyncError
-from shelfsync.server.settings import Settings
+
+if TYPE_CHECKING:
+    from shelfsync.server.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -61,6 +61,10 @@ class AsgiServer(enum.StrEnum):
 
 
 def _settings(data_dir: Path | None, database_url: str | None, **extra: object) -> Settings:
+    # Imported here: the client's commands (`sync` runs twice per benchmark run)
+    # never load the server's modules.
+    from shelfsync.server.settings import Settings
+
     return Settings.from_env(data_dir=data_dir, database_url=database_url, **extra)
 
 
@@ -119,6 +123,7 @@ def serve(
 ) -> None:
     """Run the server (creates the schema and the signing secret on first start)."""
     from shelfsync.server.app import create_app, open_database, prepare_secret
+    from shelfsync.server.domain.errors import ShelfsyncError
 
     settings = _settings(data_dir, database_url, host=host, port=port)
     logging.basicConfig(
@@ -222,6 +227,7 @@ def _run_granian(settings: Settings, *, workers: int, log_level: str) -> NoRetur
 def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Bring the database to the current schema (serve does this too)."""
     from shelfsync.server.app import open_database
+    from shelfsync.server.domain.errors import ShelfsyncError
     from shelfsync.server.storage.migrate import current_revision
 
     try:
@@ -255,6 +261,8 @@ def user_add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a user (asks for the password unless --password-stdin)."""
+    from shelfsync.server.domain.errors import ShelfsyncError
+
     password = _read_password(password_stdin, confirm=True)
     db, accounts = _accounts(data_dir, database_url)
     try:
@@ -274,6 +282,8 @@ def user_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
         users = accounts.list_users()
     finally:
         db.dispose()
+    from rich.table import Table
+
     table = Table("username", "id", "created")
     for user in users:
         table.add_row(user.username, user.id, user.created_at.isoformat(timespec="seconds"))
@@ -290,6 +300,8 @@ def user_passwd(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set a user's password; every session of that user ends."""
+    from shelfsync.server.domain.errors import ShelfsyncError
+
     password = _read_password(password_stdin, confirm=True)
     db, accounts = _accounts(data_dir, database_url)
     try:
@@ -308,6 +320,8 @@ def user_remove(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Remove a user and their devices."""
+    from shelfsync.server.domain.errors import ShelfsyncError
+
     db, accounts = _accounts(data_dir, database_url)
     try:
         accounts.remove_user(username=name)

@@ -75,7 +75,12 @@ class ContentHasher:
         return hash_blocks(digests) if digests else EMPTY_HASH
 
 
-def hash_bytes(data: bytes) -> str:
+def hash_bytes(data: bytes | bytearray | memoryview) -> str:
+    if len(data) <= BLOCK_SIZE:
+        # One block (the usual small file): its digest, hashed again.
+        if not len(data):
+            return EMPTY_HASH
+        return hashlib.sha256(hashlib.sha256(data).digest()).hexdigest()
     hasher = ContentHasher()
     hasher.update(data)
     return hasher.hexdigest()

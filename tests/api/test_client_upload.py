@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from shelfsync.client import upload as upload_module
 from shelfsync.client.errors import NotFound
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import QuietReporter
@@ -125,4 +126,68 @@ def test_a_file_edited_after_the_check_is_refused_and_abandoned(
     with pytest.raises(NotFound):
         api.get_upload(sessions[0].id)
     with pytest.raises(NotFound), api.download("edited.bin"):
+        pass
+
+
+@pytest.fixture
+def multi_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-block chunks from 3 blocks on (the real threshold is 64 MiB)."""
+    monkeypatch.setattr(upload_module, "_MULTI_BLOCK_FILE_BYTES", 3 * BLOCK_SIZE)
+    monkeypatch.setattr(upload_module, "_LARGE_CHUNK", 2 * BLOCK_SIZE)
+
+
+def _spy_puts(api: ApiClient) -> list[str | None]:
+    digests: list[str | None] = []
+    put = api.put_chunk
+
+    def spy(session_id, *, index, data, content_digest):  # type: ignore[no-untyped-def]
+        digests.append(content_digest)
+        return put(session_id, index=index, data=data, content_digest=content_digest)
+
+    api.put_chunk = spy  # type: ignore[method-assign]
+    return digests
+
+
+@pytest.mark.usefixtures("multi_block")
+def test_a_large_file_goes_up_in_multi_block_chunks_checked_by_block_hashes(
+    uploader: Uploader, api: ApiClient, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * BLOCK_SIZE + 777)
+    source = tmp_path / "large.bin"
+    source.write_bytes(data)
+    job = _job(source, "large.bin")
+    digests = _spy_puts(api)
+    result = uploader.upload(job)
+    assert result is not None
+    assert result.status == "applied"
+    # Two chunks of two blocks, no Content-Digest: the server checks each block
+    # against the block_hashes the session was created with.
+    assert digests == [None, None]
+    with api.download("large.bin") as stream:
+        assert b"".join(stream.iter_bytes()) == data
+
+
+@pytest.mark.usefixtures("multi_block")
+def test_a_large_file_edited_after_the_check_is_refused_by_its_block_hashes(
+    uploader: Uploader, api: ApiClient, tmp_path: Path
+) -> None:
+    source = tmp_path / "edited-large.bin"
+    source.write_bytes(os.urandom(4 * BLOCK_SIZE))
+    job = _job(source, "edited-large.bin")
+    sessions: list[UploadSession] = []
+    create = api.create_upload
+
+    def edit_after_check(body):  # type: ignore[no-untyped-def]
+        with source.open("r+b") as fh:
+            fh.seek(3 * BLOCK_SIZE + 10)  # the second chunk's second block
+            fh.write(b"edited!")
+        sessions.append(create(body))
+        return sessions[-1]
+
+    api.create_upload = edit_after_check  # type: ignore[method-assign]
+    assert uploader.upload(job) is None
+    assert sessions[0].chunk_size == 2 * BLOCK_SIZE
+    with pytest.raises(NotFound):
+        api.get_upload(sessions[0].id)
+    with pytest.raises(NotFound), api.download("edited-large.bin"):
         pass

@@ -422,6 +422,39 @@ def test_resent_chunks_and_content_digest(app: FastAPI, up: Uploader, laptop: De
     assert stored(app, session["content_hash"]) == data
 
 
+def test_chunks_are_checked_against_the_declared_block_hashes(
+    app: FastAPI, up: Uploader, laptop: Device
+) -> None:
+    """A session created with block_hashes checks every block of a chunk of any
+    size against them, without a Content-Digest: other bytes are 400, nothing kept."""
+    data = payload(2 * 8 * MIB + 3 * MIB, seed=17)  # 8 MiB chunks of 2 blocks, short tail
+    session = up.session(laptop, "declared.bin", data, chunk_size=8 * MIB, with_blocks=True)
+    assert session["chunk_count"] == 3
+    blobs = app.state.services.blobs
+    assert blobs.declared_path(session["id"]).is_file()
+    for index in (0, 2):
+        chunk = bytearray(chunk_of(session, data, index))
+        chunk[-1] ^= 0x01  # the chunk's last block differs
+        problem(up.put(laptop, session, index, bytes(chunk)), 400, "digest_mismatch")
+        # Streamed, too.
+        problem(up.put(laptop, session, index, _pieces(bytes(chunk))), 400, "digest_mismatch")
+    assert up.received(laptop, session["id"]) == []
+    for index in range(3):
+        put = up.put_chunk(laptop, session, data, index)
+        assert put.status_code == 200, put.text
+    done = up.complete(laptop, session["id"])
+    assert done.status_code == 200, done.text
+    assert stored(app, hash_bytes(data)) == data
+    assert list(blobs.uploads.iterdir()) == []  # the declared digests went with it
+
+    # Cancelling removes them too.
+    other = payload(9 * MIB, seed=18)
+    cancelled = up.session(laptop, "cancelled.bin", other, with_blocks=True)
+    assert blobs.declared_path(cancelled["id"]).is_file()
+    assert up.cancel(laptop, cancelled["id"]).status_code == 204
+    assert list(blobs.uploads.iterdir()) == []
+
+
 def test_wrong_length_or_index_is_400(app: FastAPI, up: Uploader, laptop: Device) -> None:
     data = payload(9 * MIB, seed=9)
     session = up.session(laptop, "length.bin", data)

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.items import ItemRepository, path_key
 from shelfsync.server.storage.migrate import current_revision, head_revision, upgrade
 from shelfsync.server.storage.tables import metadata
 
@@ -110,3 +111,57 @@ def test_upgraded_database_is_at_head_revision(empty_db: Database) -> None:
     upgrade(empty_db)
     assert current_revision(empty_db) == head_revision(empty_db)
     assert head_revision(empty_db) is not None
+
+
+@BOTH
+def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> None:
+    """A library written before 0004: its moves get from_path_hash, so
+    revision_at_path finds a revision at a path its item has left."""
+    upgrade(empty_db, "0003")
+    when = "2026-11-30 12:00:00"
+    with empty_db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, password_hash, generation, created_at) "
+                "VALUES ('u1', 'alice', 'x', 1, :t)"
+            ),
+            {"t": when},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO items (id, user_id, path, path_hash, revision, size, metadata, "
+                "deleted, created_at, updated_at, seq, op, from_path) VALUES ('i1', 'u1', "
+                "'b.txt', :b, 2, 0, '{}', :f, :t, :t, 2, 'move', 'a.txt')"
+            ),
+            {"b": path_key("b.txt"), "f": False, "t": when},
+        )
+        for number, path, op, from_path in (
+            (1, "a.txt", "upsert", None),
+            (2, "b.txt", "move", "a.txt"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO revisions (item_id, revision, user_id, path, path_hash, size, "
+                    "metadata, deleted, created_at, seq, op, from_path) VALUES ('i1', :n, 'u1', "
+                    ":p, :h, 0, '{}', :f, :t, :n, :op, :fp)"
+                ),
+                {
+                    "n": number,
+                    "p": path,
+                    "h": path_key(path),
+                    "f": False,
+                    "t": when,
+                    "op": op,
+                    "fp": from_path,
+                },
+            )
+    upgrade(empty_db)
+    assert _differences(empty_db, metadata) == []
+    with empty_db.read() as tx:
+        hashes = tx.execute(
+            sa.text("SELECT revision, from_path_hash FROM revisions ORDER BY revision")
+        ).all()
+        found = ItemRepository(tx).revision_at_path("u1", "a.txt", 1)
+    assert [tuple(r) for r in hashes] == [(1, None), (2, path_key("a.txt"))]
+    assert found is not None
+    assert (found.item_id, found.path) == ("i1", "a.txt")

@@ -10,11 +10,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from shelfsync.server.domain.accounts import User
 from shelfsync.server.domain.items import ChangeOp, Item
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository, LibraryCounters
+from shelfsync.server.storage.tables import items as items_table
 from shelfsync.server.storage.users import UserRepository
 
 T0 = datetime(2026, 11, 26, 18, 27, 41, 123000, tzinfo=UTC)
@@ -281,6 +283,81 @@ def test_feed_page_is_per_library(db: Database) -> None:
     _library(db, alice)
     with db.read() as tx:
         assert ItemRepository(tx).feed_page(bob.id, after_seq=0, snapshot_seq=0, limit=10) == []
+
+
+def test_feed_page_reads_every_value_as_the_typed_columns_do(db: Database) -> None:
+    """The feed reads its rows as text and converts them itself (issue 7): the
+    items must equal the ones read through the columns' types (get)."""
+    user = _add_user(db)
+    metadata: list[dict[str, object]] = [
+        {},
+        {"shelf": 3, "tags": ["a", "b"], "nested": {"x": None, "y": False}},
+        {"title": "Bücher — 日本語 😀", "ratio": 0.1, "big": 2**70, "neg": -1.5e-7},
+        {"quote": '"\\\n\t', "empty": "", "list": []},
+    ]
+    times = [
+        T0,
+        datetime(2026, 1, 1, tzinfo=UTC),  # no fraction of a second
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 6, 30, 12, 0, 0, 100000, tzinfo=UTC),  # trailing zeros
+    ]
+    stored: list[Item] = []
+    seq = 0
+    for i, at in enumerate(times):
+        seq += 1
+        item = replace(
+            _item(user, f"dir/file {i} é.txt", seq=seq, at=at, metadata=metadata[i % 4]),
+            mtime=None if i == 3 else times[-1 - i],
+            device_id=None if i % 2 else str(uuid.uuid4()),
+        )
+        stored.append(_store(db, item))
+    seq += 1
+    stored[0] = _store(db, _moved(stored[0], seq=seq, to="moved/ü.txt", at=times[2]))
+    seq += 1
+    stored[1] = _store(db, _deleted(stored[1], seq=seq, at=times[4]))
+    with db.read() as tx:
+        repo = ItemRepository(tx)
+        page = repo.feed_page(user.id, after_seq=0, snapshot_seq=0, limit=100)
+        typed = [repo.get(i.id) for i in page]
+    assert page == typed
+    assert sorted(page, key=lambda i: i.seq) == sorted(stored, key=lambda i: i.seq)
+    assert all(i.updated_at.tzinfo is UTC for i in page)
+    assert all(i.mtime is None or i.mtime.tzinfo is UTC for i in page)
+
+
+def test_feed_page_reads_json_text_stored_with_white_space(db: Database) -> None:
+    """Metadata JSON text written by something other than SQLAlchemy's encoder."""
+    user = _add_user(db)
+    item = _store(db, _item(user, "a.txt", seq=1))
+    with db.write() as tx:
+        tx.execute(
+            sa.update(items_table)
+            .where(items_table.c.id == item.id)
+            .values(metadata=sa.text("' {\"k\" : 1} '"))
+        )
+    with db.read() as tx:
+        repo = ItemRepository(tx)
+        [read] = repo.feed_page(user.id, after_seq=0, snapshot_seq=0, limit=10)
+        assert read == repo.get(item.id)
+    assert read.metadata == {"k": 1}
+
+
+@pytest.mark.parametrize("datestyle", ["SQL, DMY", "Postgres, MDY", "German"])
+def test_feed_page_reads_times_in_any_datestyle(db: Database, datestyle: str) -> None:
+    """PostgreSQL writes timestamps as text in the session's DateStyle; the feed
+    reads them as the typed columns do whatever it is."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's DateStyle")
+    user = _add_user(db)
+    _library(db, user)
+    with db.read() as tx:
+        tx.exec_driver_sql(f"SET LOCAL DateStyle = '{datestyle}'")
+        repo = ItemRepository(tx)
+        page = repo.feed_page(user.id, after_seq=0, snapshot_seq=0, limit=10)
+        assert page == [repo.get(i.id) for i in page]
+    assert [i.seq for i in page] == [3, 4, 5]
+    assert all(i.updated_at == T0 for i in page if i.path == "c.txt")
 
 
 def test_count_after_counts_feed_entries(db: Database) -> None:

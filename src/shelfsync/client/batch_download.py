@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from shelfsync.client.download import (
     DownloadJob,
     DownloadOutcome,
     Outcome,
-    landed,
+    landed_as,
     mtime_ns_of,
 )
 from shelfsync.client.errors import ApiError, ClientError, ServerUnreachable
@@ -39,7 +40,7 @@ from shelfsync.client.http import ApiClient
 from shelfsync.client.paths import resolve_inside
 from shelfsync.client.progress import Reporter
 from shelfsync.client.transfer import TransferCounters, TransferSettings
-from shelfsync.content_hash import ContentHasher
+from shelfsync.content_hash import hash_bytes
 from shelfsync.durable import sync_filesystem
 from shelfsync.protocol.batch import FRAME_PREFIX_BYTES, BatchEntry, BatchWanted, frame_length
 
@@ -84,8 +85,10 @@ class _Frames:
 @dataclass(slots=True)
 class _Written:
     job: DownloadJob
-    temp: Path
-    target: Path
+    temp: str
+    target: str
+    stat: os.stat_result  # the temporary file's, as written (a rename keeps it)
+    directory: Path
 
 
 def _groups(jobs: Sequence[DownloadJob]) -> list[list[DownloadJob]]:
@@ -162,27 +165,25 @@ class BatchDownloader:
                 out.append((job, exc))
         return out
 
-    def _target(self, local: str, checked: dict[str, Path]) -> Path:
+    def _target(self, local: str, checked: dict[str, Path]) -> str:
         """resolve_inside, with each folder's checks done once per batch: the
-        next files of a checked folder only need their own name checked."""
+        next files of a checked folder only need their own name checked (the
+        caller's lstat of the target refuses a symlink there)."""
         folder, _, name = local.rpartition("/")
         parent = checked.get(folder)
         if parent is None or name in ("", ".", "..") or "\x00" in name or os.sep in name:
             target = resolve_inside(self._root, local)
             checked[folder] = target.parent
-            return target
-        target = parent / name
-        if os.path.islink(target):
-            return resolve_inside(self._root, local)  # refuses it
-        return target
+            return os.fspath(target)
+        return f"{os.fspath(parent)}/{name}"
 
     def _fetch(self, group: list[DownloadJob]) -> list[Fetched]:
         out: list[Fetched] = []
-        wanted: list[tuple[DownloadJob, Path]] = []
+        wanted: list[tuple[DownloadJob, str]] = []
         checked: dict[str, Path] = {}
         for job in group:
             target = self._target(job.local, checked)
-            if self._downloader.still_expected(target, job):
+            if self._still_expected(target, job, refuse_link=True):
                 wanted.append((job, target))
             else:
                 out.append((job, DownloadOutcome(Outcome.LOCAL_CHANGED)))
@@ -196,7 +197,7 @@ class BatchDownloader:
                 for job, target in wanted:
                     entry = frames.entry()
                     data = frames.read(entry.size) if entry.status == "ok" else b""
-                    result = self._write(job, target, entry, data)
+                    result = self._write(job, target, entry, data, checked)
                     if isinstance(result, _Written):
                         written.append(result)
                     else:
@@ -215,11 +216,28 @@ class BatchDownloader:
         finally:
             for w in written[placed:]:  # not placed: an error stopped the batch
                 with contextlib.suppress(FileNotFoundError):
-                    w.temp.unlink()
+                    os.unlink(w.temp)
         return out
 
+    def _still_expected(self, target: str, job: DownloadJob, *, refuse_link: bool = False) -> bool:
+        """Downloader.still_expected; a file not there (the usual case for a new
+        file) is answered from the lstat alone. With `refuse_link`, a symlink
+        at the target raises UnsafePath, as resolve_inside does."""
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return job.expect_hash is None
+        if refuse_link and stat.S_ISLNK(st.st_mode):
+            resolve_inside(self._root, os.path.relpath(target, self._root))  # refuses it
+        return self._downloader.still_expected(Path(target), job)
+
     def _write(
-        self, job: DownloadJob, target: Path, entry: BatchEntry, data: bytes
+        self,
+        job: DownloadJob,
+        target: str,
+        entry: BatchEntry,
+        data: bytes,
+        checked: dict[str, Path],
     ) -> _Written | DownloadOutcome | Exception:
         if entry.status == "ok" and entry.path != job.path:
             return ClientError(f"the batch answered {entry.path!r} where {job.path!r} was due")
@@ -229,34 +247,41 @@ class BatchDownloader:
                 return DownloadOutcome(Outcome.REMOTE_CHANGED)  # deleted or moved: the feed says
             detail = entry.error.detail if entry.error is not None else "failed"
             return ClientError(f"download of {job.path} failed: {detail} ({code})")
-        hasher = ContentHasher()
-        hasher.update(data)
-        if entry.content_hash != job.content_hash or hasher.hexdigest() != job.content_hash:
+        if entry.content_hash != job.content_hash or hash_bytes(data) != job.content_hash:
             return DownloadOutcome(Outcome.REMOTE_CHANGED)  # changed since the feed: next round
         self._settings.throttle.take(len(data))
         # Beside the checked target, under the name download.py gives it (a
         # generated name: no second path check needed).
-        temp = target.parent / Downloader.temp_name(job).rpartition("/")[2]
+        folder = target.rpartition("/")[0]
+        temp = f"{folder}/{Downloader.temp_name(job).rpartition('/')[2]}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with open(fd, "wb", closefd=True) as fh:
-            fh.write(data)
-        mtime_ns = mtime_ns_of(job.mtime)
-        if mtime_ns is not None:
-            os.utime(temp, ns=(mtime_ns, mtime_ns))
+        # One descriptor for the lot: write, set the mtime, and the stat the
+        # file is recorded with (the rename keeps size, mtime and inode).
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            mtime_ns = mtime_ns_of(job.mtime)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         self._counters.add(downloaded_bytes=len(data))
-        return _Written(job, temp, target)
+        directory = checked.get(job.local.rpartition("/")[0]) or Path(folder)
+        return _Written(job, temp, target, st, directory)
 
     def _place(self, w: _Written) -> DownloadOutcome:
         job = w.job
         # The last check, right before the rename: never overwrite an edit.
-        if not self._downloader.still_expected(w.target, job):
+        if not self._still_expected(w.target, job):
             with contextlib.suppress(FileNotFoundError):
-                w.temp.unlink()
+                os.unlink(w.temp)
             return DownloadOutcome(Outcome.LOCAL_CHANGED)
         os.replace(w.temp, w.target)
         self._counters.add(downloaded_files=1)
-        return landed(job, w.target)
+        return landed_as(job, w.stat, w.directory)

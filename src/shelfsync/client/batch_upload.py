@@ -16,6 +16,7 @@ gets those files through the chunked path instead.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import Reporter
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.client.upload import UploadJob, mtime_datetime
-from shelfsync.content_hash import ContentHasher
-from shelfsync.protocol.batch import BatchFile, frame
+from shelfsync.content_hash import hash_bytes
+from shelfsync.protocol.batch import frame
 from shelfsync.protocol.sync import ReportResult
 
 __all__ = [
@@ -59,15 +60,34 @@ class _Ready:
 def _read_checked(job: UploadJob) -> bytes | None:
     """The file's bytes if it still has the content its report named."""
     try:
-        with job.file.open("rb", buffering=0) as fh:
-            data = fh.read(job.size + 1)
+        fd = os.open(job.file, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
+    try:
+        data = os.read(fd, job.size + 1)
+        while 0 < len(data) <= job.size:
+            more = os.read(fd, job.size + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except IsADirectoryError:
+        return None
+    finally:
+        os.close(fd)
     if len(data) != job.size:
         return None
-    hasher = ContentHasher()
-    hasher.update(data)
-    return data if hasher.hexdigest() == job.content_hash else None
+    return data if hash_bytes(data) == job.content_hash else None
+
+
+def _manifest_entry(job: UploadJob) -> dict[str, object]:
+    """A `BatchFile` as JSON (the server validates it; a model per file cost more)."""
+    return {
+        "path": job.path,
+        "size": job.size,
+        "content_hash": job.content_hash,
+        "base_revision": job.base_revision,
+        "mtime": mtime_datetime(job.mtime_ns).isoformat(),
+    }
 
 
 def _groups(jobs: Sequence[UploadJob]) -> list[list[UploadJob]]:
@@ -157,18 +177,7 @@ class BatchUploader:
                 ready.append(_Ready(job, data))
         if not ready:
             return out
-        manifest = {
-            "files": [
-                BatchFile(
-                    path=r.job.path,
-                    size=r.job.size,
-                    content_hash=r.job.content_hash,
-                    base_revision=r.job.base_revision,
-                    mtime=mtime_datetime(r.job.mtime_ns),
-                ).model_dump(mode="json", exclude={"metadata"})
-                for r in ready
-            ]
-        }
+        manifest = {"files": [_manifest_entry(r.job) for r in ready]}
         header = frame(json.dumps(manifest, separators=(",", ":")).encode())
         body = b"".join([header, *(r.data for r in ready)])
         self._settings.throttle.take(len(body))

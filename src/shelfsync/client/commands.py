@@ -21,7 +21,6 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from shelfsync import __version__
 from shelfsync.client.config import DeviceConfig, delete_config, load_config, save_config
@@ -29,7 +28,6 @@ from shelfsync.client.errors import ClientError, Unauthorized
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import Reporter, make_reporter
 from shelfsync.client.state import State
-from shelfsync.client.status import folder_status
 from shelfsync.client.summary import (
     EXIT_FAILED,
     exit_status,
@@ -38,7 +36,6 @@ from shelfsync.client.summary import (
 )
 from shelfsync.client.sync import PassSummary, SyncEngine
 from shelfsync.client.transfer import Throttle, TransferSettings
-from shelfsync.client.watch import Watcher
 from shelfsync.protocol.devices import DeviceCreate, DeviceTypeName
 
 __all__ = [
@@ -249,6 +246,8 @@ def _watch(
         for path, why in sorted(summary.failed.items()):
             reporter.warn(f"not synced: {path}: {why}")
 
+    from shelfsync.client.watch import Watcher  # watchfiles: only for --watch
+
     watcher = Watcher(
         root=root,
         poll_api=lambda: ApiClient(api.base_url, device_token=config.device_token),
@@ -283,6 +282,8 @@ def _open_state(root: Path, config: DeviceConfig) -> Iterator[State]:
 
 def status(folder: FolderArg = None) -> None:
     """What waits to go up or down, conflicts, and how far behind this device is."""
+    from shelfsync.client.status import folder_status  # only `status` needs it
+
     with _client_errors():
         config = load_config()
         root = _folder(folder, config)
@@ -306,6 +307,8 @@ def conflicts() -> None:
     if not found:
         out.print("no conflicts")
         return
+    from rich.table import Table  # only here
+
     table = Table("id", "path", "server", "this side", "detected")
     for c in found:
         server = "deleted" if c.server.deleted else f"rev {c.server.revision}, {c.server.size} B"

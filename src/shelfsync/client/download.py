@@ -39,6 +39,7 @@ __all__ = [
     "Outcome",
     "fsync_dir",
     "landed",
+    "landed_as",
     "mtime_ns_of",
 ]
 
@@ -97,7 +98,12 @@ def fsync_dir(directory: Path) -> None:
 
 def landed(job: DownloadJob, target: Path) -> DownloadOutcome:
     """The outcome of a file just renamed into place: what to record as synced."""
-    st = os.stat(target)
+    return landed_as(job, os.stat(target), target.parent)
+
+
+def landed_as(job: DownloadJob, st: os.stat_result, directory: Path) -> DownloadOutcome:
+    """`landed`, from the file's stat (taken before its rename: size, mtime and
+    inode stay) and its folder."""
     return DownloadOutcome(
         Outcome.DONE,
         synced=SyncedRecord(
@@ -119,7 +125,7 @@ def landed(job: DownloadJob, target: Path) -> DownloadOutcome:
             job.content_hash,
             time.time_ns(),
         ),
-        directory=target.parent,
+        directory=directory,
     )
 
 

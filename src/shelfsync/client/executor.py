@@ -313,11 +313,11 @@ class Executor:
 
     def _record_downloads(self, landed: list[DownloadOutcome]) -> None:
         """fsync the directories, then record the files as synced (in that order)."""
-        for directory in {d.directory for d in landed if d.directory is not None}:
-            fsync_dir(directory)
-        with self._state.transaction():
-            for done in landed:
-                if done.synced is not None and done.local is not None:
-                    self._state.put_synced(done.synced)
-                    self._state.put_local_file(done.local)
+        for directory in {os.fspath(d.directory) for d in landed if d.directory is not None}:
+            fsync_dir(Path(directory))
+        self._state.put_landed(
+            (done.synced, done.local)
+            for done in landed
+            if done.synced is not None and done.local is not None
+        )
         landed.clear()

@@ -12,8 +12,10 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = ["BUILTIN_PATTERNS", "IGNORE_FILE", "PARTIAL_SUFFIX", "IgnoreRules"]
 
@@ -48,9 +50,14 @@ _BUILTIN_NAME = re.compile("|".join(fnmatch.translate(p) for p in BUILTIN_PATTER
 
 class IgnoreRules:
     def __init__(self, user_lines: list[str] | None = None) -> None:
-        self._builtin = pathspec.GitIgnoreSpec.from_lines(BUILTIN_PATTERNS)
-        self._user = pathspec.GitIgnoreSpec.from_lines(user_lines or [])
-        self._has_user = bool(self._user.patterns) and any(
+        self._user: pathspec.GitIgnoreSpec | None = None
+        if user_lines:
+            # Imported only for a folder with rules: `import pathspec` is about
+            # 50 ms of CPU, paid at every start of `shelfsync sync` otherwise.
+            import pathspec
+
+            self._user = pathspec.GitIgnoreSpec.from_lines(user_lines)
+        self._has_user = self._user is not None and any(
             p.include is not None for p in self._user.patterns
         )
 
@@ -68,7 +75,7 @@ class IgnoreRules:
             _BUILTIN_NAME.match(part) for part in path.split("/")
         ):
             return True
-        return self._has_user and self._user.match_file(path)
+        return self._has_user and self._user is not None and self._user.match_file(path)
 
     def ignores_dir(self, path: str) -> bool:
         # A trailing slash lets `dir/` patterns match the directory itself.

@@ -75,6 +75,8 @@ class Pusher:
         self._batch = batch_uploader
         self._reporter = reporter
         self._pool = file_pool
+        # While _upload records a batch's results: what landed, to write at once.
+        self._pending: list[tuple[SyncedRecord, RemoteRecord]] | None = None
 
     def push(
         self,
@@ -125,7 +127,7 @@ class Pusher:
         """One report request (at most REPORT_BATCH changes), results recorded."""
         conflicted: list[_Conflicted] = []
         uploads: list[UploadJob] = []
-        results = self._api.report([self._local_change(a, scan) for a in batch])
+        results = self._api.report_json([self._change_json(a, scan) for a in batch])
         out.reported += len(batch)
         with self._state.transaction():
             for action, result in zip(batch, results, strict=True):
@@ -133,6 +135,21 @@ class Pusher:
                     action, result, scan, synced, remote_by_path, conflicted, uploads, out
                 )
         return conflicted, uploads
+
+    @classmethod
+    def _change_json(cls, action: Report, scan: ScanResult) -> dict[str, object]:
+        """The change as JSON; an upsert (thousands in a first sync) without a model."""
+        if isinstance(action, p.ReportUpsert):
+            f = scan.files[action.path]
+            return {
+                "op": "upsert",
+                "path": action.path,
+                "content_hash": action.content_hash,
+                "size": f.size,
+                "mtime": mtime_datetime(f.mtime_ns).isoformat(),
+                "base_revision": action.base_revision,
+            }
+        return cls._local_change(action, scan).model_dump(mode="json")
 
     @staticmethod
     def _local_change(action: Report, scan: ScanResult) -> LocalChange:
@@ -226,22 +243,23 @@ class Pusher:
         f = scan.files[path]
         if result.id is None or result.revision is None:
             return
+        synced = synced_record(
+            path, f, item_id=result.id, revision=result.revision, content_hash=content_hash
+        )
+        remote = RemoteRecord(
+            result.id,
+            path,
+            result.revision,
+            content_hash,
+            f.size,
+            mtime_datetime(f.mtime_ns).isoformat(),
+        )
+        if self._pending is not None:
+            self._pending.append((synced, remote))  # written by _upload, in one go
+            return
         with self._state.transaction():
-            self._state.put_synced(
-                synced_record(
-                    path, f, item_id=result.id, revision=result.revision, content_hash=content_hash
-                )
-            )
-            self._state.put_remote(
-                RemoteRecord(
-                    result.id,
-                    path,
-                    result.revision,
-                    content_hash,
-                    f.size,
-                    mtime_datetime(f.mtime_ns).isoformat(),
-                )
-            )
+            self._state.put_synced(synced)
+            self._state.put_remote(remote)
 
     def _upload(
         self, jobs: Iterable[UploadJob], scan: ScanResult, out: RoundOutcome
@@ -270,9 +288,14 @@ class Pusher:
                 except (ApiError, ClientError, OSError) as exc:
                     landed.append((job, exc))
             # One local transaction for the lot: a commit per file is a sync each.
-            with self._state.transaction():
-                for job, result in landed:
-                    self._take(job, result, scan, out, conflicted)
+            self._pending = []
+            try:
+                with self._state.transaction():
+                    for job, result in landed:
+                        self._take(job, result, scan, out, conflicted)
+                    self._state.put_pushed(self._pending)
+            finally:
+                self._pending = None
         finally:
             self._reporter.end_phase()
         return conflicted

@@ -31,7 +31,7 @@ from pathlib import Path
 from shelfsync.client.ignore import PARTIAL_SUFFIX, IgnoreRules
 from shelfsync.client.paths import library_path
 from shelfsync.client.state import LocalRecord, SyncedRecord
-from shelfsync.content_hash import EMPTY_HASH, hash_stream
+from shelfsync.content_hash import EMPTY_HASH, hash_bytes, hash_stream
 
 __all__ = [
     "RACY_WINDOW_NS",
@@ -48,6 +48,11 @@ __all__ = [
 # mtime tick (2 s on FAT): such a hash is used once, then checked again.
 RACY_WINDOW_NS = 2_000_000_000
 _MAX_HASH_ATTEMPTS = 3
+# Files up to this size are read with one call and hashed in one go.
+_SMALL_FILE_BYTES = 1024 * 1024
+# Files hashed per task of the hashing pool (a task per file cost more than
+# hashing a small one).
+_HASH_GROUP = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +98,38 @@ class _Seen:
     inode: int
 
 
-def hash_local_file(path: Path) -> tuple[str, os.stat_result] | None:
+def _read_small(fd: int, size: int) -> bytes:
+    """Up to size + 1 bytes (one more than expected shows growth)."""
+    data = os.read(fd, size + 1)
+    while len(data) <= size:
+        more = os.read(fd, size + 1 - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def hash_local_file(path: Path | str) -> tuple[str, os.stat_result] | None:
     """The content hash and the stat it belongs to; None if the file vanished.
 
     Re-hashes while the file changes under us (stat before and after differ).
+    A small file is read whole with one read (no file object, one block).
     """
     for _ in range(_MAX_HASH_ATTEMPTS):
         try:
-            with path.open("rb", buffering=0) as fh:
-                before = os.fstat(fh.fileno())
-                digest = hash_stream(fh).hexdigest() if before.st_size else EMPTY_HASH
-                after = os.fstat(fh.fileno())
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        try:
+            before = os.fstat(fd)
+            if before.st_size <= _SMALL_FILE_BYTES:
+                digest = hash_bytes(_read_small(fd, before.st_size))
+            else:
+                with open(fd, "rb", buffering=0, closefd=False) as fh:
+                    digest = hash_stream(fh).hexdigest()
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
         if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
             return digest, after
     return digest, after
@@ -205,10 +229,16 @@ class Scanner:
             self._add(result, item, hash_, checked_ns)
         if not todo:
             return
+        root = os.fspath(self.root)
+
+        def hash_group(group: list[_Seen]) -> list[tuple[str, os.stat_result] | None]:
+            return [hash_local_file(f"{root}/{s.local}") for s in group]
+
+        groups = [todo[i : i + _HASH_GROUP] for i in range(0, len(todo), _HASH_GROUP)]
         with ThreadPoolExecutor(max_workers=self._hash_workers) as pool:
-            for item, hashed in zip(
-                todo, pool.map(lambda s: hash_local_file(self.root / s.local), todo), strict=True
-            ):
+            hashed_groups = pool.map(hash_group, groups)
+            hashed_all = (h for hashed_group in hashed_groups for h in hashed_group)
+            for item, hashed in zip(todo, hashed_all, strict=True):
                 now_ns = self._clock_ns()
                 result.hashed += 1
                 if hashed is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import operator
 import os
 import sqlite3
 import threading
@@ -115,6 +116,16 @@ class PartialDownload:
     temp: str
     path: str
     content_hash: str
+
+
+# A record's row, columns in table order.
+_synced_row = operator.attrgetter(
+    "path", "local", "item_id", "revision", "content_hash", "size", "mtime_ns", "inode"
+)
+_local_row = operator.attrgetter(
+    "path", "local", "size", "mtime_ns", "inode", "content_hash", "checked_ns"
+)
+_remote_row = operator.attrgetter("item_id", "path", "revision", "content_hash", "size", "mtime")
 
 
 class State:
@@ -251,6 +262,38 @@ class State:
             ),
         )
 
+    def put_landed(self, pairs: Iterable[tuple[SyncedRecord, LocalRecord]]) -> None:
+        """Many files' synced and scan records at once (one statement each kind)."""
+        pairs = list(pairs)
+        if not pairs:
+            return
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_synced_row(s) for s, _ in pairs],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [_local_row(r) for _, r in pairs],
+            )
+
+    def put_pushed(self, pairs: Iterable[tuple[SyncedRecord, RemoteRecord]]) -> None:
+        """Many uploaded files' synced and remote records at once, in order (as
+        put_synced then put_remote for each: REPLACE also drops another item's
+        row at the same path, path being UNIQUE)."""
+        pairs = list(pairs)
+        if not pairs:
+            return
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_synced_row(s) for s, _ in pairs],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
+                [_remote_row(r) for _, r in pairs],
+            )
+
     def forget_synced(self, path: str) -> None:
         self._run("DELETE FROM synced WHERE path = ?", (path,))
 
@@ -308,10 +351,15 @@ class State:
         with self.transaction():
             if reset:
                 self._run("DELETE FROM remote")
-            for item_id in deleted_ids:
-                self._run("DELETE FROM remote WHERE item_id = ?", (item_id,))
-            for record in upserts:
-                self.put_remote(record)
+            self._db.executemany(
+                "DELETE FROM remote WHERE item_id = ?", [(item_id,) for item_id in deleted_ids]
+            )
+            # In feed order, as put_remote would: REPLACE drops the row holding
+            # the item's id and the row holding its path (path is UNIQUE).
+            self._db.executemany(
+                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.item_id, r.path, r.revision, r.content_hash, r.size, r.mtime) for r in upserts],
+            )
             if cursor is not None:
                 self.set_meta("cursor", cursor)
 

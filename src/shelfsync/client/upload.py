@@ -4,9 +4,12 @@ A file is read once to check it still has the content hash the report named and
 to compute its 4 MiB block digests (blocks hashed in parallel on the chunk
 threads: hashlib releases the GIL); the session is created with those
 (`block_hashes`), so an edited large file sends only the chunks that changed.
-Large files ask for chunks of one block, so each chunk's `Content-Digest` is
-the block digest already computed and no byte is hashed twice; the server
-checks it, so a file edited after the check is refused chunk by chunk
+Files of a few blocks ask for chunks of one block, so each chunk's
+`Content-Digest` is the block digest already computed; larger files ask for
+chunks of several blocks (fewer requests, syncs and records per byte) and send
+no `Content-Digest`: the server checks every block of a chunk against the
+`block_hashes` the session was created with. Either way no byte is hashed
+twice, and a file edited after the check is refused chunk by chunk
 (`digest_mismatch`, nothing kept) and the upload ends as "changed since the
 scan".
 The session id is kept in the local state before the first chunk goes, so after
@@ -52,6 +55,12 @@ __all__ = ["UploadJob", "Uploader", "mtime_datetime"]
 _CLAIM_RETRIES = 10
 _CLAIM_WAIT_S = 1.0
 _SMALL_FILE_BYTES = 8 * 1024 * 1024
+# Chunks of several blocks (16 MiB: a quarter of the requests, syncs and
+# records of block-sized chunks; 4 in flight hold 64 MiB) for files that still
+# span at least 8 of them (twice the chunks in flight), so that a killed upload
+# keeps most of what it sent.
+_LARGE_CHUNK = 4 * BLOCK_SIZE
+_MULTI_BLOCK_FILE_BYTES = 8 * _LARGE_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,14 @@ class UploadJob:
     size: int
     mtime_ns: int
     base_revision: int | None
+
+
+def _chunk_size(size: int) -> int | None:
+    """One block per chunk (its Content-Digest is the block digest) up to
+    _MULTI_BLOCK_FILE_BYTES, then larger chunks checked against block_hashes."""
+    if size <= _SMALL_FILE_BYTES:
+        return None
+    return BLOCK_SIZE if size < _MULTI_BLOCK_FILE_BYTES else _LARGE_CHUNK
 
 
 def mtime_datetime(mtime_ns: int) -> datetime:
@@ -189,8 +206,7 @@ class Uploader:
                 content_hash=job.content_hash,
                 mtime=mtime_datetime(job.mtime_ns),
                 base_revision=job.base_revision,
-                # One block per chunk: its Content-Digest is the block digest.
-                chunk_size=BLOCK_SIZE if job.size > _SMALL_FILE_BYTES else None,
+                chunk_size=_chunk_size(job.size),
                 block_hashes=block_hashes,
             )
         )
@@ -208,15 +224,19 @@ class Uploader:
         if not indexes:
             return
         if checked.small_data is not None and session.chunk_count == 1:
-            self._put(session, 0, checked.small_data, transfer, None)
+            self._put(session, 0, checked.small_data, transfer, None, declared=False)
             return
         # The server's chunk size is binding; the digests serve when it is one block.
         digests = checked.digests if session.chunk_size == BLOCK_SIZE else None
+        # Otherwise, with block_hashes sent, the server checks the chunk's blocks.
+        declared = checked.block_hashes is not None
         fd = os.open(job.file, os.O_RDONLY)
         futures: list[Future[None]] = []
         try:
             futures = [
-                self._pool.submit(self._put_from_file, session, fd, index, transfer, digests)
+                self._pool.submit(
+                    self._put_from_file, session, fd, index, transfer, digests, declared
+                )
                 for index in indexes
             ]
             for future in futures:
@@ -236,13 +256,15 @@ class Uploader:
         index: int,
         transfer: Transfer,
         digests: list[bytes] | None,
+        declared: bool,
     ) -> None:
         offset = index * session.chunk_size
         length = min(session.chunk_size, session.size - offset)
         data = os.pread(fd, length, offset)
         if len(data) != length:
             raise _ChangedMeanwhile
-        self._put(session, index, data, transfer, digests[index] if digests else None)
+        known = digests[index] if digests else None
+        self._put(session, index, data, transfer, known, declared=declared)
 
     def _put(
         self,
@@ -251,11 +273,21 @@ class Uploader:
         data: bytes,
         transfer: Transfer,
         known_digest: bytes | None,
+        *,
+        declared: bool,
     ) -> None:
         self._settings.throttle.take(len(data))
-        # A known digest is what the check hashed: the server compares it with
-        # the bytes that arrive, so a later edit cannot slip through.
-        digest = _header_of(known_digest) if known_digest else _digest_header(data)
+        # A known digest is what the check hashed, as are the declared block
+        # hashes: the server compares the bytes that arrive with them, so a
+        # later edit cannot slip through.
+        digest: str | None
+        if known_digest:
+            digest = _header_of(known_digest)
+        elif declared:
+            digest = None
+        else:
+            digest = _digest_header(data)
+        checked_by_server = known_digest is not None or declared
         for attempt in range(_CLAIM_RETRIES):
             try:
                 self._api.put_chunk(session.id, index=index, data=data, content_digest=digest)
@@ -265,7 +297,7 @@ class Uploader:
                     raise
                 time.sleep(_CLAIM_WAIT_S)
             except ApiError as exc:
-                if known_digest is not None and exc.code == "digest_mismatch":
+                if checked_by_server and exc.code == "digest_mismatch":
                     raise _ChangedMeanwhile from exc
                 raise
         self._counters.add(chunks_sent=1, uploaded_bytes=len(data))

@@ -247,6 +247,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Innermost: a sync client's download GET/HEAD, answered as its route would,
+    # without the router (per-request cost, goal 4); limits and metrics apply.
+    app.add_middleware(download.DownloadLane, prefixes=(ALIASED_PREFIX, UNVERSIONED_PREFIX))
     # Inside the metrics middleware, so its 413/431/408 answers are counted.
     app.add_middleware(
         RequestLimitsMiddleware,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pydantic_core
 
 from shelfsync.protocol import devices as wire
 from shelfsync.protocol import sync as sync_wire
 from shelfsync.protocol import uploads as upload_wire
+from shelfsync.protocol.common import format_timestamp
 from shelfsync.protocol.problems import Problem
 from shelfsync.server.api.errors import problem_for
 from shelfsync.server.domain.accounts import ConflictPolicy, DeviceType, SyncFilter
@@ -14,10 +19,12 @@ from shelfsync.server.domain.conflicts import Conflict
 from shelfsync.server.domain.items import ChangeOp, Item
 from shelfsync.server.domain.uploads import UploadSession
 from shelfsync.server.services.devices import DeviceStatus
+from shelfsync.server.services.feed import FeedPage
 from shelfsync.server.services.report import LocalChange, ReportResult
 
 __all__ = [
     "change_out",
+    "changes_body",
     "conflict_out",
     "conflict_policy_in",
     "conflict_policy_of",
@@ -116,6 +123,61 @@ def change_out(item: Item) -> sync_wire.Change:
         device_id=item.device_id,
         changed_at=item.updated_at,
     )
+
+
+_OP_NAMES: dict[ChangeOp, str] = {op: op.value for op in ChangeOp}
+
+
+def changes_body(page: FeedPage) -> bytes:
+    """A feed page as the JSON of sync_wire.ChangesResponse, byte for byte.
+
+    A page is up to 1,000 changes: building a pydantic model per change and
+    serializing it cost more than reading the page (issue 7). Here each change
+    is a plain dict with Change's fields in Change's order, written by orjson;
+    the bytes are the ones the model gives (tests/unit/test_feed_wire.py), and
+    what orjson refuses (an integer beyond 64 bits in metadata) is written by
+    pydantic-core as the model would. Changes of one batch share `changed_at`,
+    so a timestamp equal to the previous one reuses its text.
+    """
+    names = _OP_NAMES
+    fmt = format_timestamp
+    last_changed: datetime | None = None
+    last_changed_text = ""
+    changes: list[dict[str, Any]] = []
+    append = changes.append
+    for item in page.changes:
+        changed = item.updated_at
+        if changed != last_changed:
+            last_changed, last_changed_text = changed, fmt(changed)
+        mtime = item.mtime
+        append(
+            {
+                "seq": item.seq,
+                "op": names[item.op],
+                "id": item.id,
+                "path": item.path,
+                "from_path": item.from_path,
+                "revision": item.revision,
+                "content_hash": item.content_hash,
+                "size": item.size,
+                "mtime": None if mtime is None else fmt(mtime),
+                "metadata": item.metadata,
+                "deleted": item.deleted,
+                "device_id": item.device_id,
+                "changed_at": last_changed_text,
+            }
+        )
+    body = {
+        "changes": changes,
+        "cursor": page.cursor,
+        "has_more": page.has_more,
+        "latest_seq": page.latest_seq,
+    }
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError
+        # NaN and infinities become null, as in the model's JSON.
+        return pydantic_core.to_json(body, inf_nan_mode="null")
 
 
 def conflict_out(conflict: Conflict, *, content_available: bool) -> sync_wire.Conflict:

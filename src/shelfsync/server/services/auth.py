@@ -16,7 +16,13 @@ from shelfsync.server.domain.errors import (
     LoginThrottled,
 )
 from shelfsync.server.services.passwords import MAX_PASSWORD_BYTES, PasswordHasher
-from shelfsync.server.services.tokens import TokenIssuer, hash_opaque, new_opaque_token
+from shelfsync.server.services.tokens import (
+    AccessClaims,
+    TokenIssuer,
+    hash_opaque,
+    new_opaque_token,
+)
+from shelfsync.server.storage.access import DeviceAccess
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.refresh_tokens import RefreshTokenRepository
@@ -210,35 +216,70 @@ class AuthService:
         A device-bound token is checked against the device's current state on
         every request, so deleting, disabling or rotating takes effect at once.
         """
-        claims = self._tokens.decode_access(bearer)
+        claims = self.verify(bearer)
         now = utcnow()
         with self._db.read() as conn:
             user = UserRepository(conn).by_id(claims.user_id)
-            if user is None or user.generation != claims.user_generation:
-                raise AuthenticationFailed("the access token has been revoked")
             device: Device | None = None
-            devices = DeviceRepository(conn)
-            if claims.device_id is not None:
-                device = devices.get(claims.device_id)
-                if (
-                    device is None
-                    or device.user_id != user.id
-                    or not device.enabled
-                    or device.token_generation != claims.device_generation
-                ):
-                    raise AuthenticationFailed("the device token has been revoked")
-            elif device_header:
-                device = devices.get(device_header)
-                if device is None or device.user_id != user.id:
-                    raise DeviceForbidden("X-Device-ID does not name one of your devices")
-                if not device.enabled:
-                    raise DeviceForbidden("that device is disabled")
+            wanted = self.device_wanted(claims, device_header)
+            if user is not None and user.generation == claims.user_generation and wanted:
+                device = DeviceRepository(conn).get(wanted)
+        self.check_access(
+            claims,
+            device_header=device_header,
+            user_generation=None if user is None else user.generation,
+            device=None if device is None else _access_of(device),
+        )
+        assert user is not None  # check_access refused a missing user
+        self.note_seen(device, now=now)
+        return Principal(user, device)
+
+    # The parts of authenticate(), for a caller that reads the user and device
+    # state its own way (the download hot path: in the same statement as the item).
+
+    def verify(self, bearer: str) -> AccessClaims:
+        """The access token's claims (signature, expiry, type); 401 otherwise."""
+        return self._tokens.decode_access(bearer)
+
+    @staticmethod
+    def device_wanted(claims: AccessClaims, device_header: str | None) -> str | None:
+        """The device whose state decides: the token's, else the X-Device-ID one."""
+        return claims.device_id if claims.device_id is not None else (device_header or None)
+
+    @staticmethod
+    def check_access(
+        claims: AccessClaims,
+        *,
+        device_header: str | None,
+        user_generation: int | None,
+        device: DeviceAccess | None,
+    ) -> None:
+        """authenticate()'s rules, on the current state of the token's user (its
+        generation; None if gone) and of the device_wanted (None if gone or none)."""
+        if user_generation is None or user_generation != claims.user_generation:
+            raise AuthenticationFailed("the access token has been revoked")
+        if claims.device_id is not None:
+            if (
+                device is None
+                or device.user_id != claims.user_id
+                or not device.enabled
+                or device.token_generation != claims.device_generation
+            ):
+                raise AuthenticationFailed("the device token has been revoked")
+        elif device_header:
+            if device is None or device.user_id != claims.user_id:
+                raise DeviceForbidden("X-Device-ID does not name one of your devices")
+            if not device.enabled:
+                raise DeviceForbidden("that device is disabled")
+
+    def note_seen(self, device: Device | DeviceAccess | None, *, now: datetime) -> None:
+        """Refresh the device's last_seen_at if it is older than _SEEN_RESOLUTION
+        (after the read transaction: this is a write)."""
         if device is not None and (
             device.last_seen_at is None or now - device.last_seen_at > _SEEN_RESOLUTION
         ):
             with self._db.write() as conn:
                 DeviceRepository(conn).touch(device.id, now=now)
-        return Principal(user, device)
 
     @staticmethod
     def require_device(principal: Principal) -> Device:
@@ -247,3 +288,9 @@ class AuthService:
                 "this operation acts for a device: use a device token or send X-Device-ID"
             )
         return principal.device
+
+
+def _access_of(device: Device) -> DeviceAccess:
+    return DeviceAccess(
+        device.id, device.user_id, device.enabled, device.token_generation, device.last_seen_at
+    )

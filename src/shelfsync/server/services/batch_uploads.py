@@ -13,6 +13,7 @@ the others still land. A body that ends early or runs long keeps nothing.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,6 +92,9 @@ class BatchReceiver:
         self._index = 0  # the slot being received
         self._left = slots[0].file.size if slots else 0  # its bytes still to come
         self._closed = False
+        # Staging names: one random prefix per batch, then the slot's index
+        # (session-id shaped, so the stale-file sweep covers them).
+        self._stage_prefix = uuid.uuid4().hex[:27]
         self._open_current()
 
     @property
@@ -102,7 +106,7 @@ class BatchReceiver:
             slot = self._slots[self._index]
             slot.hasher = ContentHasher()
             if slot.store and slot.error is None:
-                slot.staged = self._service.blobs.stage(str(uuid.uuid4()))
+                slot.staged = self._service.blobs.stage(f"{self._stage_prefix}-{self._index:08x}")
             if slot.file.size:
                 self._left = slot.file.size
                 return
@@ -250,7 +254,7 @@ class BatchUploadService:
                 # present now stays; a missing one is reported for a retry.
                 contents.hold_many([s.file.content_hash for s in stored])
                 for slot in stored:
-                    if not self.blobs.object_path(slot.file.content_hash).is_file():
+                    if not os.path.isfile(self.blobs.object_file(slot.file.content_hash)):
                         slot.error = StorageFailure(
                             "the stored copy of this content went away meanwhile; send it again"
                         )

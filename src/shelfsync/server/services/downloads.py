@@ -11,14 +11,17 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from shelfsync.server.domain.errors import NotFound, ShelfsyncError, StorageFailure
+from shelfsync.server.domain.clock import utcnow
+from shelfsync.server.domain.errors import InvalidPath, NotFound, ShelfsyncError, StorageFailure
 from shelfsync.server.domain.items import Item
 from shelfsync.server.domain.paths import normalize_path
-from shelfsync.server.services.auth import Principal
+from shelfsync.server.services.auth import AuthService, Principal
+from shelfsync.server.storage.access import read_access
 from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository
@@ -58,6 +61,49 @@ class DownloadService:
         """
         with self._db.read() as conn:
             target = self._lookup(ItemRepository(conn), principal, path, revision)
+        if target.size == 0:
+            return target
+        return self._with_file(target)
+
+    def resolve_for_token(
+        self,
+        auth: AuthService,
+        *,
+        bearer: str,
+        device_header: str | None,
+        path: str,
+        check_request: Callable[[], None],
+    ) -> DownloadTarget:
+        """`auth.authenticate(...)`, then `check_request()`, then `resolve(..., path,
+        None)`: the same checks in the same order, so the same answers and errors,
+        but the user, the device and the item are read in one statement (the
+        download hot path: a sync client fetching ranges asks this per request)."""
+        claims = auth.verify(bearer)
+        now = utcnow()
+        normalized: str | None = None
+        path_error: ShelfsyncError | None = None
+        try:
+            normalized = normalize_path(path)
+        except ShelfsyncError as exc:
+            path_error = exc  # raised after authentication, as resolve() would
+        with self._db.read() as conn:
+            read = read_access(
+                conn,
+                user_id=claims.user_id,
+                device_id=auth.device_wanted(claims, device_header),
+                path=normalized,
+            )
+        auth.check_access(
+            claims,
+            device_header=device_header,
+            user_generation=read.user_generation,
+            device=read.device,
+        )
+        auth.note_seen(read.device, now=now)
+        check_request()
+        if path_error is not None or normalized is None:
+            raise path_error or InvalidPath("invalid path")
+        target = self._live(read.item, normalized)
         if target.size == 0:
             return target
         return self._with_file(target)

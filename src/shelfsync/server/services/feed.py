@@ -93,6 +93,8 @@ class FeedService:
         repo = ItemRepository(tx)
         device = principal.device
         selector = selector_for(device.sync_filter) if device is not None else None
+        if selector is not None and selector.everything:
+            selector = None  # every row is delivered as it is
         delivered: list[Item] = []
         scanned_to = start.seq
         scanned = 0

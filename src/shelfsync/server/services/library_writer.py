@@ -17,12 +17,12 @@ real savepoint, runs inside `unbuffered()`, which flushes first.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from shelfsync.server.domain.ids import time_ordered_id
 from shelfsync.server.domain.items import ChangeOp, Item
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Tx, savepoint
@@ -135,7 +135,7 @@ class LibraryWriter:
         """Create the item, re-create a tombstone, or give a live one new content."""
         if existing is None:
             item = Item(
-                id=str(uuid.uuid4()),
+                id=time_ordered_id(),  # keeps new items' B-tree entries together
                 user_id=self.user_id,
                 path=path,
                 revision=1,

@@ -117,14 +117,15 @@ class _BatchView:
                 self._current.pop(item.from_path, None)
 
 
-def _batch_paths(changes: list[LocalChange]) -> list[str]:
-    """The normalized paths the batch's upserts and deletes will look up."""
-    paths = []
+def _batch_paths(changes: list[LocalChange]) -> dict[str, str]:
+    """The valid paths of the batch's upserts and deletes, each mapped to its
+    normalized form (the path it will look up)."""
+    paths: dict[str, str] = {}
     for change in changes:
-        if change.op is ChangeOp.MOVE:
+        if change.op is ChangeOp.MOVE or change.path in paths:
             continue
         try:
-            paths.append(normalize_path(change.path))
+            paths[change.path] = normalize_path(change.path)
         except InvalidPath:
             continue  # rejected when its turn comes
     return paths
@@ -181,12 +182,15 @@ class ReportService:
         """Every change of a report, in order, through a buffering writer."""
         results: list[ReportResult] = []
         with writer.buffered():
-            view = _BatchView(writer, _batch_paths(changes))
+            normalized = _batch_paths(changes)
+            view = _BatchView(writer, normalized.values())
             for change in changes:
                 before = len(writer.written)
                 try:
                     with writer.atomic():
-                        result = self._decide(writer, device, change, sizes, view.current)
+                        result = self._decide(
+                            writer, device, change, sizes, view.current, normalized
+                        )
                 except (InvalidInput, InvalidPath) as exc:
                     result = ReportResult(change.path, ReportStatus.REJECTED, error=exc)
                 except _NeedsDatabase:
@@ -219,8 +223,12 @@ class ReportService:
         change: LocalChange,
         sizes: dict[str, int],
         current_of: CurrentOf,
+        normalized: dict[str, str] | None = None,
     ) -> ReportResult:
-        path = normalize_path(change.path)
+        # `normalized`: paths this batch already normalized (the others raise here).
+        path = normalized.get(change.path) if normalized is not None else None
+        if path is None:
+            path = normalize_path(change.path)
         if change.base_revision is not None and change.base_revision < 1:
             raise InvalidInput("base_revision must be null or a revision number (1 or more)")
         if change.op is ChangeOp.MOVE:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +18,11 @@ __all__ = ["AccessClaims", "TokenIssuer", "hash_opaque", "new_opaque_token"]
 
 _ALGORITHM = "HS256"
 _ACCESS = "access"
+# Access tokens whose signature and claims were verified, kept to skip the
+# verification when they come again (a client sends one per request). Only
+# time can change a verified token's answer (this process's secret does not
+# change), so a cached one is still checked against its expiry every time.
+_VERIFIED_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,8 @@ class TokenIssuer:
     def __init__(self, *, secret: bytes, access_ttl_s: int) -> None:
         self._secret = secret
         self.access_ttl_s = access_ttl_s
+        # Per issuer (its secret); lru_cache is thread-safe and never caches a raise.
+        self._verified = functools.lru_cache(maxsize=_VERIFIED_CACHE_SIZE)(self._verify)
 
     def issue_access(
         self,
@@ -67,6 +76,13 @@ class TokenIssuer:
 
     def decode_access(self, token: str) -> AccessClaims:
         """Verify signature, algorithm, expiry and type; anything else is 401."""
+        claims, expires_at = self._verified(token)
+        if time.time() < expires_at:  # PyJWT's test: expired once exp <= now
+            return claims
+        return self._verify(token)[0]  # verified again: raises once expired
+
+    def _verify(self, token: str) -> tuple[AccessClaims, int]:
+        """The claims of a valid access token, and when it expires."""
         try:
             claims = jwt.decode(
                 token,
@@ -87,4 +103,6 @@ class TokenIssuer:
             raise AuthenticationFailed("the access token is invalid")
         if did is not None and (not isinstance(did, str) or not isinstance(dgen, int)):
             raise AuthenticationFailed("the access token is invalid")
-        return AccessClaims(sub, ugen, did, dgen if did is not None else None)
+        # `nbf` (never issued here) is time-dependent too: such a token is verified every time.
+        expires_at = 0 if "nbf" in claims else int(claims["exp"])
+        return AccessClaims(sub, ugen, did, dgen if did is not None else None), expires_at

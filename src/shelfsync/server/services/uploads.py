@@ -1,8 +1,11 @@
 """Chunked, resumable uploads with dedupe and delta (protocol section 9).
 
-A session owns one preallocated file. Each chunk PUT streams into its offset
+A session owns one preallocated file (and, when created with `block_hashes`,
+the declared block digests beside it, which every block received must match).
+Each chunk PUT claims its index (a commit that need not be durable: a claim
+lost in a crash only means the chunk is sent again), streams into its offset
 while its 4 MiB blocks are hashed, is fdatasynced, and only then recorded as
-received (with its block digests). `complete` checks the content hash from
+received (with its block digests) in a durable commit. `complete` checks the content hash from
 those digests (no re-read, no copy), renames the file into the content store,
 and lands the change through the report engine in one transaction.
 """
@@ -133,6 +136,7 @@ class ChunkReceiver:
         claim: str | None,
         stored_digests: str | None,
         digest: bytes | None,
+        declared: bytes | None = None,
     ) -> None:
         self._service = service
         self.session = session
@@ -141,6 +145,10 @@ class ChunkReceiver:
         self._claim = claim
         self._stored = stored_digests
         self._digest = digest
+        # The block digests the session was created with (`block_hashes`), when
+        # it was: each block of the chunk must match its own, so a chunk of any
+        # size is checked as it arrives without hashing its bytes twice.
+        self._declared = declared
         # A chunk of one block (4 MiB chunks) has the SHA-256 of that block as
         # its Content-Digest: the block digest computed anyway checks it, so
         # every byte is hashed once. A longer chunk needs a hash of its own.
@@ -172,7 +180,11 @@ class ChunkReceiver:
         if self._file is not None:
             self._file.write_pieces(pieces)
 
-    def finish(self) -> ChunkReceipt:
+    def finish(self, last: Sequence[bytes | bytearray | memoryview] = ()) -> ChunkReceipt:
+        """Take the body's `last` pieces, then check, sync and record the chunk
+        (one worker-thread hop for the end of a chunk)."""
+        if last:
+            self.feed_pieces(last)
         if self.received != self.expected:
             raise InvalidInput(
                 f"chunk {self.index} must be {self.expected} bytes, got {self.received}"
@@ -184,6 +196,11 @@ class ChunkReceiver:
                 raise DigestMismatch(
                     "the chunk does not match its Content-Digest; nothing was kept"
                 )
+        if self._declared is not None and b"".join(blocks) != self._declared:
+            raise DigestMismatch(
+                "the chunk does not match the block_hashes its session was created with; "
+                "nothing was kept"
+            )
         digests = "".join(d.hex() for d in blocks)
         if self._claim is None:
             self._done = True
@@ -315,7 +332,8 @@ class UploadService:
         )
         reused: dict[int, str] = {}
         if not held:
-            self.blobs.create_session_file(session.id, size)
+            declared = b"".join(bytes.fromhex(h) for h in block_hashes) if block_hashes else None
+            self.blobs.create_session_file(session.id, size, declared)
             if block_hashes:
                 reused = self._copy_known_chunks(session, block_hashes, known)
         try:
@@ -429,9 +447,14 @@ class UploadService:
     ) -> ChunkReceiver:
         digest = parse_content_digest(content_digest)
         now = utcnow()
-        with self._db.write() as tx:
+        # Not durable: a claim lost in a crash or power cut only means the chunk
+        # is sent again (it was never acknowledged), and the durable commit of
+        # the chunk's record makes the claim durable with it.
+        with self._db.write(durable=False) as tx:
             uploads = UploadRepository(tx)
-            session = self._visible(principal, uploads.get(session_id, lock=True))
+            session = self._visible(
+                principal, uploads.get(session_id, lock=True, with_received=False)
+            )
             self._check_pending(uploads, session, now)
             if not 0 <= index < session.chunk_count:
                 raise InvalidInput(f"chunk index must be 0 to {session.chunk_count - 1}")
@@ -452,6 +475,17 @@ class UploadService:
                 claim = str(uuid.uuid4())
                 stored = None
                 uploads.claim_chunk(session_id, index, claim=claim, size=expected, now=now)
+        declared = None
+        if claim is not None and not session.deduplicated:
+            try:
+                declared = self.blobs.declared_blocks(
+                    session_id,
+                    first=index * (session.chunk_size // BLOCK_SIZE),
+                    count=-(-expected // BLOCK_SIZE),
+                )
+            except BaseException:
+                self.release(session_id, index, claim)
+                raise
         return ChunkReceiver(
             self,
             session=session,
@@ -460,6 +494,7 @@ class UploadService:
             claim=claim,
             stored_digests=stored,
             digest=digest,
+            declared=declared,
         )
 
     def _check_pending(
@@ -495,7 +530,7 @@ class UploadService:
         return ChunkReceipt(index, size, len(session.received), session.chunk_count)
 
     def refresh_claim(self, session_id: str, index: int, claim: str) -> None:
-        with self._db.write() as tx:
+        with self._db.write(durable=False) as tx:  # a claim need not be durable
             UploadRepository(tx).refresh_claim(session_id, index, claim=claim, now=utcnow())
 
     def drop_claims(self) -> None:
@@ -504,7 +539,7 @@ class UploadService:
             UploadRepository(tx).drop_claims()
 
     def release(self, session_id: str, index: int, claim: str) -> None:
-        with self._db.write() as tx:
+        with self._db.write(durable=False) as tx:
             UploadRepository(tx).release_claim(session_id, index, claim=claim)
 
     # -- completion ------------------------------------------------------

@@ -4,6 +4,8 @@ Layout under the content directory:
 
     objects/ab/cd/<content hash>   finished, verified content (one file each)
     uploads/<session id>.part      an upload session's preallocated file
+    uploads/<session id>.blocks    the block digests its client declared (32 bytes
+                                   each), which every received block must match
     trash/<content hash>.<nonce>   content on its way out (garbage collection)
 
 A session file becomes an object by `rename` after its data was fdatasynced,
@@ -35,8 +37,12 @@ __all__ = ["BlobStore", "ChunkFile", "StagedFile"]
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _SESSION = re.compile(r"^[0-9a-f-]{36}$")
 _COPY_STEP = 64 * 1024 * 1024
+_DIGEST_BYTES = 32
 # Buffers per pwritev (the kernel takes at most IOV_MAX, 1024 on Linux).
 _IOV_BATCH = 512
+# objects/ab/cd/<hash>: the leaf folder is a name's last 65 characters off, its parent 3 more.
+_FANOUT_LEAF = 65
+_FANOUT_STEP = 3
 
 
 def _fsync_dir(path: Path) -> None:
@@ -59,6 +65,31 @@ def _make_dirs(path: Path) -> None:
         with contextlib.suppress(FileExistsError):
             folder.mkdir()
         _fsync_dir(folder.parent)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, len(data) - len(view)) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_fanout(leaf: str) -> None:
+    """objects/ab/cd for a new object, and objects/ab first when it is missing
+    too (their entries are made durable by the caller's syncfs)."""
+    try:
+        os.mkdir(leaf)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf[:-_FANOUT_STEP])
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf)
 
 
 @contextlib.contextmanager
@@ -112,11 +143,15 @@ class ChunkFile:
 class StagedFile:
     """One content of a batch, written under uploads/ and not yet durable."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path | str) -> None:
+        self.name = os.fspath(path)
         self._fd: int | None = None
         with _io_errors():
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._fd is not None
@@ -134,8 +169,8 @@ class StagedFile:
 
     def discard(self) -> None:
         self.close()
-        with _io_errors():
-            self.path.unlink(missing_ok=True)
+        with _io_errors(), contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name)
 
 
 class BlobStore:
@@ -146,18 +181,29 @@ class BlobStore:
         self.trash_dir = root / "trash"
         for folder in (self.objects, self.uploads, self.trash_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._objects = str(self.objects)
+        self._uploads = str(self.uploads)
 
     # -- naming ----------------------------------------------------------
 
     def object_path(self, content_hash: str) -> Path:
+        return Path(self.object_file(content_hash))
+
+    def object_file(self, content_hash: str) -> str:
+        """`object_path` as a plain string (the batch paths make thousands)."""
         if not _HASH.fullmatch(content_hash):
             raise ValueError("not a content hash")
-        return self.objects / content_hash[:2] / content_hash[2:4] / content_hash
+        return f"{self._objects}/{content_hash[:2]}/{content_hash[2:4]}/{content_hash}"
 
     def session_path(self, session_id: str) -> Path:
         if not _SESSION.fullmatch(session_id):
             raise ValueError("not a session id")
         return self.uploads / f"{session_id}.part"
+
+    def declared_path(self, session_id: str) -> Path:
+        if not _SESSION.fullmatch(session_id):
+            raise ValueError("not a session id")
+        return self.uploads / f"{session_id}.blocks"
 
     def has(self, content_hash: str) -> bool:
         return self.object_path(content_hash).is_file()
@@ -168,21 +214,45 @@ class BlobStore:
 
     # -- upload sessions -------------------------------------------------
 
-    def create_session_file(self, session_id: str, size: int) -> None:
-        """Create and preallocate, so a full disk shows now, not mid-upload."""
+    def create_session_file(
+        self, session_id: str, size: int, declared_blocks: bytes | None = None
+    ) -> None:
+        """Create and preallocate, so a full disk shows now, not mid-upload;
+        with the block digests the client declared, kept beside it (durably)."""
         path = self.session_path(session_id)
+        declared = self.declared_path(session_id)
         with _io_errors():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                if size:
-                    os.posix_fallocate(fd, 0, size)
-                os.fsync(fd)
+                if declared_blocks:
+                    _write_durably(declared, declared_blocks)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    if size:
+                        os.posix_fallocate(fd, 0, size)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _fsync_dir(self.uploads)
             except BaseException:
-                os.close(fd)
                 path.unlink(missing_ok=True)
+                declared.unlink(missing_ok=True)
                 raise
-            os.close(fd)
-            _fsync_dir(self.uploads)
+
+    def declared_blocks(self, session_id: str, first: int, count: int) -> bytes | None:
+        """The declared digests of blocks first..first+count-1, joined; None when
+        the session declared none."""
+        with _io_errors():
+            try:
+                fd = os.open(self.declared_path(session_id), os.O_RDONLY)
+            except FileNotFoundError:
+                return None
+            try:
+                data = os.pread(fd, count * _DIGEST_BYTES, first * _DIGEST_BYTES)
+            finally:
+                os.close(fd)
+        if len(data) != count * _DIGEST_BYTES:
+            raise StorageFailure("an upload session's declared block digests are cut short")
+        return data
 
     def open_chunk(self, session_id: str, offset: int) -> ChunkFile:
         with _io_errors():
@@ -215,6 +285,7 @@ class BlobStore:
     def discard_session(self, session_id: str) -> None:
         with _io_errors():
             self.session_path(session_id).unlink(missing_ok=True)
+            self.declared_path(session_id).unlink(missing_ok=True)
 
     def commit_session(self, session_id: str, content_hash: str) -> bool:
         """Move a verified session file into place; False when the content was
@@ -222,6 +293,9 @@ class BlobStore:
         target = self.object_path(content_hash)
         source = self.session_path(session_id)
         with _io_errors():
+            # Needed no more (the stored block digests are what was verified);
+            # one left by a crash is swept with the session's other leftovers.
+            self.declared_path(session_id).unlink(missing_ok=True)
             if target.is_file():
                 source.unlink(missing_ok=True)
                 return False
@@ -244,7 +318,9 @@ class BlobStore:
 
     def stage(self, stage_id: str) -> StagedFile:
         """A new staging file (a session-style name, swept when left behind)."""
-        return StagedFile(self.session_path(stage_id))
+        if not _SESSION.fullmatch(stage_id):
+            raise ValueError("not a session id")
+        return StagedFile(f"{self._uploads}/{stage_id}.part")
 
     def publish(self, staged: list[tuple[StagedFile, str]]) -> None:
         """Make verified staged files objects, all durable on return.
@@ -260,17 +336,20 @@ class BlobStore:
             for file, _ in staged:
                 file.close()
             _sync_filesystem(self.uploads)
+            # Plain strings and os calls: pathlib cost more than the syscalls here.
             for file, content_hash in staged:
-                target = self.object_path(content_hash)
-                if target.is_file():
-                    file.path.unlink(missing_ok=True)  # stored already: kept once
+                target = self.object_file(content_hash)
+                source = file.name
+                if os.path.isfile(target):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(source)  # stored already: kept once
                     continue
                 try:
-                    os.rename(file.path, target)
+                    os.rename(source, target)
                 except FileNotFoundError:
                     # A new fan-out folder (synced by the syncfs below).
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(file.path, target)
+                    _make_fanout(target[:-_FANOUT_LEAF])
+                    os.rename(source, target)
             _sync_filesystem(self.objects)
 
     # -- garbage collection ----------------------------------------------
@@ -314,11 +393,11 @@ class BlobStore:
         """Session files no live session owns. A file is created just before its
         session row, so only files idle for a while are considered."""
         cutoff = time.time() - older_than_s
-        stale = []
+        stale: list[str] = []
         for entry in self.uploads.iterdir():
-            session_id = entry.name.removesuffix(".part")
-            if entry.name.endswith(".part") and session_id not in live_ids:
+            session_id, dot, suffix = entry.name.partition(".")
+            if dot and suffix in ("part", "blocks") and session_id not in live_ids:
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff:
+                    if entry.stat().st_mtime < cutoff and session_id not in stale:
                         stale.append(session_id)
         return stale

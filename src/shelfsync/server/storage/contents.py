@@ -10,6 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from shelfsync.server.domain.uploads import UploadStatus
+from shelfsync.server.storage import bulk
 from shelfsync.server.storage.tables import (
     conflicts,
     content_blocks,
@@ -117,44 +118,44 @@ class ContentRepository:
         )
 
     def add_many(self, *, user_id: str, sizes: dict[str, int], now: datetime) -> None:
-        """`add` for many contents at once (batch uploads): two executemany."""
+        """`add` for many contents at once (batch uploads): two executemany,
+        straight to the driver (storage/bulk.py: SQLAlchemy's per-row parameter
+        handling cost more than the inserts; values bound as it would bind them)."""
         if not sizes:
             return
-        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
+        dialect = self._conn.dialect
         ordered = sorted(sizes.items())  # one lock order on PostgreSQL
-        stmt = insert(contents)
+        at = bulk.bind_processor(contents.c.created_at, dialect)(now)
+        prep = dialect.identifier_preparer
         # A content referenced again is young again: the collector's grace
         # period then protects it until the changes naming it are committed.
-        self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["content_hash"],
-                set_={"created_at": stmt.excluded.created_at},
-            ),
-            [{"content_hash": h, "size": n, "created_at": now} for h, n in ordered],
+        created = prep.quote(contents.c.created_at.name)
+        upsert = (
+            bulk.insert_sql(dialect, contents, ["content_hash", "size", "created_at"])
+            + f" ON CONFLICT ({prep.quote(contents.c.content_hash.name)})"
+            + f" DO UPDATE SET {created} = excluded.{created}"
         )
-        self._conn.execute(
-            insert(user_contents).on_conflict_do_nothing(
-                index_elements=["user_id", "content_hash"]
-            ),
-            [{"user_id": user_id, "content_hash": h, "created_at": now} for h, _ in ordered],
+        bulk.executemany(self._conn, upsert, [(h, n, at) for h, n in ordered])
+        keys = ", ".join(prep.quote(c) for c in ("user_id", "content_hash"))
+        held = (
+            bulk.insert_sql(dialect, user_contents, ["user_id", "content_hash", "created_at"])
+            + f" ON CONFLICT ({keys}) DO NOTHING"
         )
+        bulk.executemany(self._conn, held, [(user_id, h, at) for h, _ in ordered])
 
     def add_blocks_many(self, blocks: dict[str, list[str]]) -> None:
-        """`add_blocks` for many contents at once, one executemany."""
-        rows = [
-            {"content_hash": h, "block_index": i, "digest": d}
-            for h, digests in sorted(blocks.items())
-            for i, d in enumerate(digests)
-        ]
+        """`add_blocks` for many contents at once, one executemany (to the driver)."""
+        rows = [(h, i, d) for h, digests in sorted(blocks.items()) for i, d in enumerate(digests)]
         if not rows:
             return
-        insert = pg_insert if self._conn.dialect.name == "postgresql" else sqlite_insert
-        self._conn.execute(
-            insert(content_blocks).on_conflict_do_nothing(
-                index_elements=["content_hash", "block_index"]
-            ),
-            rows,
+        dialect = self._conn.dialect
+        prep = dialect.identifier_preparer
+        keys = ", ".join(prep.quote(c) for c in ("content_hash", "block_index"))
+        sql = (
+            bulk.insert_sql(dialect, content_blocks, ["content_hash", "block_index", "digest"])
+            + f" ON CONFLICT ({keys}) DO NOTHING"
         )
+        bulk.executemany(self._conn, sql, rows)
 
     def add_blocks(self, content_hash: str, digests: list[str]) -> None:
         """Index a stored content's block digests (once per content)."""

@@ -42,6 +42,8 @@ def _device(row: RowMapping) -> Device:
 
 
 _LIVE = devices.c.deleted_at.is_(None)
+# Built once: every request with a device token runs it (see UserRepository.by_id).
+_GET = sa.select(devices).where(devices.c.id == sa.bindparam("device_id"), _LIVE)
 
 
 class DeviceRepository:
@@ -70,11 +72,7 @@ class DeviceRepository:
         )
 
     def get(self, device_id: str) -> Device | None:
-        row = (
-            self._conn.execute(sa.select(devices).where(devices.c.id == device_id, _LIVE))
-            .mappings()
-            .first()
-        )
+        row = self._conn.execute(_GET, {"device_id": device_id}).mappings().first()
         return _device(row) if row else None
 
     def by_token_hash(self, token_hash: str) -> Device | None:

@@ -26,6 +26,10 @@ __all__ = ["Database", "Tx", "normalize_url", "savepoint"]
 Tx = Connection
 
 _WRITE_OPTION = "shelfsync_write"
+# A write whose loss in a power cut or crash is harmless (the next durable
+# commit makes it durable with itself): its commit does not wait for the disk.
+_LAZY_OPTION = "shelfsync_lazy"
+_SYNC_LEVEL = "shelfsync_synchronous"  # a pooled SQLite connection's current level
 
 
 def normalize_url(url: str) -> str:
@@ -81,13 +85,22 @@ class Database:
                 yield conn
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction, committed (durably) when the block ends without error."""
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction, committed (durably) when the block ends without error.
+
+        `durable=False` is for writes that may be lost in a crash or power cut
+        without harm (a crash forgets them or keeps them, never half): the
+        commit does not wait for the disk. Both databases log in order, so the
+        next durable commit makes every earlier one durable with it.
+        """
+        options = {_WRITE_OPTION: True, _LAZY_OPTION: not durable}
         with (
             _translate_errors(),
-            self.engine.connect().execution_options(**{_WRITE_OPTION: True}) as conn,
+            self.engine.connect().execution_options(**options) as conn,
             conn.begin(),
         ):
+            if not durable and not self.is_sqlite:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield conn
 
     def ping(self) -> None:
@@ -121,7 +134,7 @@ def _translate_errors() -> Iterator[None]:
 
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_conn: sqlite3.Connection, record: Any) -> None:
         # Take transaction control away from the sqlite3 module (see module doc).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -131,10 +144,21 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         # FULL: a commit that acknowledges user data survives power loss too.
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
+        record.info[_SYNC_LEVEL] = "FULL"
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(_WRITE_OPTION):
+        options = conn.get_execution_options()
+        if options.get(_WRITE_OPTION):
+            # Chosen for every write, so a lazy one never leaves its level on
+            # the pooled connection. In WAL mode NORMAL skips the log's sync at
+            # commit; the next FULL commit syncs the log, earlier commits too.
+            level = "NORMAL" if options.get(_LAZY_OPTION) else "FULL"
+            record = conn.connection
+            if record.info.get(_SYNC_LEVEL) != level:
+                record.info.pop(_SYNC_LEVEL, None)
+                conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+                record.info[_SYNC_LEVEL] = level
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")

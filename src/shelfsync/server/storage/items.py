@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, RowMapping
 
 from shelfsync.server.domain.items import ChangeOp, Item, Revision
@@ -162,7 +164,12 @@ def _revision_values(item: Item) -> dict[str, Any]:
         "seq": item.seq,
         "op": item.op.value,
         "from_path": item.from_path,
+        "from_path_hash": _from_path_key(item.from_path),
     }
+
+
+def _from_path_key(from_path: str | None) -> str | None:
+    return None if from_path is None else path_key(from_path)
 
 
 # Bound parameters of IN lists, per statement: far below every driver's limit.
@@ -187,9 +194,51 @@ _STATE_COLUMNS = (
     "op",
     "from_path",
 )
-_REVISION_COLUMNS = tuple(
-    {"id": "item_id", "updated_at": "created_at"}.get(c, c) for c in _STATE_COLUMNS
+_REVISION_COLUMNS = (
+    *({"id": "item_id", "updated_at": "created_at"}.get(c, c) for c in _STATE_COLUMNS),
+    "from_path_hash",  # revisions only: the state row plus this
 )
+_FROM_PATH = _STATE_COLUMNS.index("from_path")
+
+
+# Built once: every download runs them; building a statement (and its cache key)
+# costs several times what running it does. A path's live item and its
+# tombstones are in two partial indexes (tables.py): each query names the
+# `deleted` value of its index, so that the index is usable.
+_AT_PATH_WHERE = (
+    items.c.user_id == sa.bindparam("user_id"),
+    items.c.path_hash == sa.bindparam("path_hash"),
+)
+_LIVE_AT_PATH = sa.select(*ITEM_COLUMNS).where(*_AT_PATH_WHERE, items.c.deleted == sa.false())
+# Every tombstone at the path (rarely more than one); the latest is picked here:
+# an ORDER BY seq would let SQLite choose the (user_id, seq) index instead.
+_TOMBSTONES_AT_PATH = sa.select(*ITEM_COLUMNS).where(*_AT_PATH_WHERE, items.c.deleted == sa.true())
+
+
+def _by_path_hashes(*, deleted: bool, postgres: bool) -> sa.Select[Any]:
+    """Items (live, or tombstones) of a user at any of the path keys `:keys`.
+
+    PostgreSQL gets the keys as one array parameter (`= ANY`): an IN list of
+    500 parameters costs more to render, send and parse than to run.
+    """
+    keys: Any
+    if postgres:
+        keys = sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.String)))
+    else:
+        keys = sa.bindparam("keys", expanding=True)
+    match = items.c.path_hash == keys if postgres else items.c.path_hash.in_(keys)
+    return sa.select(*ITEM_COLUMNS, items.c.path_hash).where(
+        items.c.user_id == sa.bindparam("user_id"),
+        match,
+        items.c.deleted == (sa.true() if deleted else sa.false()),
+    )
+
+
+_BY_PATH_HASHES = {
+    (deleted, postgres): _by_path_hashes(deleted=deleted, postgres=postgres)
+    for deleted in (False, True)
+    for postgres in (False, True)
+}
 
 
 def _preferred(a: Item, b: Item) -> Item:
@@ -207,31 +256,37 @@ class ItemRepository:
 
     def at_path(self, user_id: str, path: str) -> Item | None:
         """The live item at `path`, else the latest tombstone there, else None."""
-        row = self._conn.execute(
-            sa.select(*ITEM_COLUMNS)
-            .where(items.c.user_id == user_id, items.c.path_hash == path_key(path))
-            .order_by(items.c.deleted.asc(), items.c.seq.desc())
-            .limit(1)
-        ).first()
-        return item_from_row(row) if row else None
+        params = {"user_id": user_id, "path_hash": path_key(path)}
+        row = self._conn.execute(_LIVE_AT_PATH, params).first()
+        if row is not None:
+            return item_from_row(row)
+        latest: Item | None = None
+        for row in self._conn.execute(_TOMBSTONES_AT_PATH, params):
+            item = item_from_row(row)
+            latest = item if latest is None else _preferred(latest, item)
+        return latest
 
     def at_paths(self, user_id: str, paths: Iterable[str]) -> dict[str, Item]:
         """Bulk form of at_path: each path that has an item (live, else the latest
-        tombstone) mapped to it, in one query per 500 paths."""
+        tombstone) mapped to it. Live items are read first, then tombstones for
+        the paths left: one query per 500 paths on SQLite, one for all of them
+        on PostgreSQL."""
         by_key = {path_key(p): p for p in paths}
-        keys = sorted(by_key)
         chosen: dict[str, Item] = {}
-        for start in range(0, len(keys), _IN_CHUNK):
-            rows = self._conn.execute(
-                sa.select(*ITEM_COLUMNS, items.c.path_hash).where(
-                    items.c.user_id == user_id,
-                    items.c.path_hash.in_(keys[start : start + _IN_CHUNK]),
+        postgres = self._conn.dialect.name == "postgresql"
+        chunk = (len(by_key) or 1) if postgres else _IN_CHUNK  # an array binds as one
+        # The live items first; tombstones only for the paths without one.
+        for deleted in (False, True):
+            keys = sorted(k for k in by_key if k not in chosen)
+            for start in range(0, len(keys), chunk):
+                rows = self._conn.execute(
+                    _BY_PATH_HASHES[deleted, postgres],
+                    {"user_id": user_id, "keys": keys[start : start + chunk]},
                 )
-            )
-            for row in rows:
-                item, key = item_from_row(row), row[-1]
-                seen = chosen.get(key)
-                chosen[key] = item if seen is None else _preferred(seen, item)
+                for row in rows:
+                    item, key = item_from_row(row), row[-1]
+                    seen = chosen.get(key)
+                    chosen[key] = item if seen is None else _preferred(seen, item)
         return {by_key[key]: item for key, item in chosen.items()}
 
     def live_at_path(self, user_id: str, path: str) -> Item | None:
@@ -290,7 +345,7 @@ class ItemRepository:
         """Bulk form of insert/replace plus add_revision, for a run of states in
         the order they were made: each item's last state goes into `items`
         (inserted when its id is in `new_ids`, else updated by id), and every
-        state becomes a revision. Three executemany statements in all."""
+        state becomes a revision. Three bulk statements in all."""
         if not states:
             return
         dialect = self._conn.dialect
@@ -299,9 +354,10 @@ class ItemRepository:
         created = bulk.bind_processor(items.c.created_at, dialect)(now)
         # Items before their revisions (foreign key). Seqs only grow, so no
         # update can collide with another row's seq on the unique index.
-        bulk.executemany(
+        bulk.insert_rows(
             self._conn,
-            bulk.insert_sql(dialect, items, (*_STATE_COLUMNS, "created_at")),
+            items,
+            (*_STATE_COLUMNS, "created_at"),
             [(*row, created) for key, row in last.items() if key in new_ids],
         )
         bulk.executemany(
@@ -309,7 +365,12 @@ class ItemRepository:
             bulk.update_sql(dialect, items, _STATE_COLUMNS[1:], key="id"),
             [row[1:] + row[:1] for key, row in last.items() if key not in new_ids],
         )
-        bulk.executemany(self._conn, bulk.insert_sql(dialect, revisions, _REVISION_COLUMNS), rows)
+        bulk.insert_rows(
+            self._conn,
+            revisions,
+            _REVISION_COLUMNS,
+            [(*row, _from_path_key(row[_FROM_PATH])) for row in rows],
+        )
 
     def insert_many(self, new_items: Sequence[Item], *, now: datetime) -> None:
         """New items, each with its first revision (seeding, tests)."""
@@ -341,22 +402,40 @@ class ItemRepository:
         return [revision_from_row(r) for r in rows]
 
     def revision_at_path(self, user_id: str, path: str, revision: int) -> Revision | None:
-        """The most recent revision numbered `revision` that lived at `path`."""
-        row = (
-            self._conn.execute(
-                sa.select(revisions)
-                .where(
-                    revisions.c.user_id == user_id,
-                    revisions.c.path_hash == path_key(path),
-                    revisions.c.revision == revision,
-                )
-                .order_by(revisions.c.seq.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
+        """The most recent revision numbered `revision` that lived at `path`.
+
+        An item that ever lived at `path` is there now (live or a tombstone) or
+        left it by a move, whose revision records `from_path_hash`; and when one
+        of its revisions at `path` is retained, so is that move (retention drops
+        the oldest revisions of an item first). So the candidates are those
+        items, and their revision `revision` is looked up by primary key.
+        """
+        key = path_key(path)
+        candidates = sa.union(
+            sa.select(items.c.id).where(
+                items.c.user_id == user_id, items.c.path_hash == key, items.c.deleted == sa.false()
+            ),
+            sa.select(items.c.id).where(
+                items.c.user_id == user_id, items.c.path_hash == key, items.c.deleted == sa.true()
+            ),
+            sa.select(revisions.c.item_id).where(
+                revisions.c.user_id == user_id, revisions.c.from_path_hash == key
+            ),
         )
-        return revision_from_row(row) if row else None
+        item_ids = sorted({str(r[0]) for r in self._conn.execute(candidates)})
+        latest: RowMapping | None = None
+        for start in range(0, len(item_ids), _IN_CHUNK):
+            rows = self._conn.execute(
+                sa.select(revisions).where(
+                    revisions.c.item_id.in_(item_ids[start : start + _IN_CHUNK]),
+                    revisions.c.revision == revision,
+                    revisions.c.path_hash == key,
+                )
+            ).mappings()
+            for row in rows:
+                if latest is None or row["seq"] > latest["seq"]:
+                    latest = row
+        return revision_from_row(latest) if latest is not None else None
 
     def path_as_of(self, item_id: str, seq: int) -> str | None:
         """Where the item was once the feed had reached `seq` (None: not yet created)."""
@@ -387,15 +466,22 @@ class ItemRepository:
     ) -> list[Item]:
         """Items with seq > after_seq in seq order; tombstones at or below
         `snapshot_seq` are skipped (they predate a device's first listing)."""
-        stmt = (
-            sa.select(*ITEM_COLUMNS)
-            .where(items.c.user_id == user_id, items.c.seq > after_seq)
-            .order_by(items.c.seq)
-            .limit(limit)
+        skip_tombstones = snapshot_seq > after_seq
+        stmt = _feed_statement(self._conn.dialect.name, skip_tombstones=skip_tombstones)
+        params = {"user_id": user_id, "after_seq": after_seq, "limit": limit}
+        if skip_tombstones:
+            params["snapshot_seq"] = snapshot_seq
+        rows = self._conn.execute(stmt, params).all()
+        try:
+            return _feed_items(user_id, rows)
+        except ValueError:
+            if self._conn.dialect.name != "postgresql":
+                raise
+        # Timestamps not in ISO form (a DateStyle other than ISO): the typed read.
+        typed = _feed_statement(
+            self._conn.dialect.name, skip_tombstones=skip_tombstones, typed=True
         )
-        if snapshot_seq > after_seq:
-            stmt = stmt.where(sa.or_(items.c.deleted == sa.false(), items.c.seq > snapshot_seq))
-        return [item_from_row(r) for r in self._conn.execute(stmt).all()]
+        return [item_from_row(r) for r in self._conn.execute(typed, params).all()]
 
     def count_after(self, user_id: str, *, after_seq: int, live_only: bool) -> int:
         stmt = (
@@ -459,3 +545,117 @@ class ItemRepository:
 
     def users_with_items(self) -> list[str]:
         return [str(r[0]) for r in self._conn.execute(sa.select(libraries.c.user_id))]
+
+
+# -- the feed's read (issue 7) -------------------------------------------------
+#
+# A feed page is up to 1,001 rows, read on every sync. Through the columns'
+# own types SQLAlchemy converted each value on its own (a regular expression
+# per SQLite timestamp, a re-attached UTC per timestamp, a JSON decode behind
+# a generic processor): about half of a page's CPU. Here the timestamps and the
+# metadata come back as text (SQLite stores them as text, PostgreSQL casts
+# them) and are converted in one loop: a timestamp is one C `fromisoformat`
+# with the zone appended, and the common empty metadata skips the JSON
+# decoder. user_id is not read back: it is the one the query asks for. The
+# values are the ones the typed columns give (tests/storage/
+# test_feed_contract.py compares them). PostgreSQL writes timestamps as text
+# in its DateStyle; with one other than the default ISO the page is read again
+# through the typed columns. (to_char would not depend on DateStyle, but costs
+# the server more than the whole rest of the query.)
+
+_UTC_SUFFIX = "+00:00"
+_FEED_COLUMNS = tuple(c for c in ITEM_COLUMNS if c is not items.c.user_id)
+_feed_statements: dict[tuple[str, bool, bool], sa.Select[Any]] = {}
+_json = json.JSONDecoder()
+
+
+def _as_text(column: sa.Column[Any], dialect_name: str) -> sa.ColumnElement[Any]:
+    """The column's stored value as text, with no result processing."""
+    if dialect_name != "postgresql":
+        return sa.type_coerce(column, sa.String).label(column.name)  # stored as text
+    return sa.cast(column, sa.Text).label(column.name)
+
+
+def _feed_statement(
+    dialect_name: str, *, skip_tombstones: bool, typed: bool = False
+) -> sa.Select[Any]:
+    """The page query: _FEED_COLUMNS with times and metadata as text, or
+    (typed) ITEM_COLUMNS through their types, for item_from_row."""
+    key = (dialect_name, skip_tombstones, typed)
+    stmt = _feed_statements.get(key)
+    if stmt is None:
+        text_columns = {items.c.mtime, items.c.metadata, items.c.updated_at}
+        columns = (
+            ITEM_COLUMNS
+            if typed
+            else tuple(_as_text(c, dialect_name) if c in text_columns else c for c in _FEED_COLUMNS)
+        )
+        stmt = (
+            sa.select(*columns)
+            .where(
+                items.c.user_id == sa.bindparam("user_id"),
+                items.c.seq > sa.bindparam("after_seq"),
+            )
+            .order_by(items.c.seq)
+            .limit(sa.bindparam("limit"))
+        )
+        if skip_tombstones:
+            stmt = stmt.where(
+                sa.or_(items.c.deleted == sa.false(), items.c.seq > sa.bindparam("snapshot_seq"))
+            )
+        _feed_statements[key] = stmt
+    return stmt
+
+
+def _feed_items(user_id: str, rows: Iterable[Sequence[Any]]) -> list[Item]:
+    """Items from rows of _feed_statement (_FEED_COLUMNS, times and metadata as text)."""
+    when = datetime.fromisoformat
+    decode = _json.raw_decode  # json.loads without its checks, which cost more here
+    loads = json.loads  # the JSON column's decoder, for text raw_decode does not take whole
+    ops = _OPS
+    utc = _UTC_SUFFIX
+    found: list[Item] = []
+    append = found.append
+    for (
+        item_id,
+        path,
+        revision,
+        content_hash,
+        size,
+        mtime,
+        metadata,
+        deleted,
+        device_id,
+        updated_at,
+        seq,
+        op,
+        from_path,
+    ) in rows:
+        if metadata == "{}":
+            value: Any = {}
+        else:
+            try:
+                value, end = decode(metadata)
+            except ValueError:
+                end = -1
+            if end != len(metadata):  # white space around it, or not JSON
+                value = loads(metadata)
+        append(
+            Item(
+                item_id,
+                user_id,
+                path,
+                revision,
+                content_hash,
+                size,
+                None if mtime is None else when(mtime + utc),
+                value or {},
+                bool(deleted),
+                device_id,
+                when(updated_at + utc),
+                seq,
+                ops[op],
+                from_path,
+            )
+        )
+    return found

@@ -138,7 +138,9 @@ items = sa.Table(
     sa.Column("op", sa.String(8), nullable=False),
     sa.Column("from_path", sa.Text),
     sa.Index("ix_items_user_seq", "user_id", "seq", unique=True),
-    sa.Index("ix_items_user_path", "user_id", "path_hash"),
+    # A path's items: its live one (at most one) here, its tombstones below. Two
+    # partial indexes, not one over every item: each new item is then entered in
+    # one index keyed by a random hash, not two (issue 7, migration 0004).
     sa.Index(
         "uq_items_live_path",
         "user_id",
@@ -146,6 +148,13 @@ items = sa.Table(
         unique=True,
         sqlite_where=sa.text("deleted = 0"),
         postgresql_where=sa.text("NOT deleted"),
+    ),
+    sa.Index(
+        "ix_items_tombstone_path",
+        "user_id",
+        "path_hash",
+        sqlite_where=sa.text("deleted = 1"),
+        postgresql_where=sa.text("deleted"),
     ),
 )
 
@@ -170,8 +179,22 @@ revisions = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("op", sa.String(8), nullable=False),
     sa.Column("from_path", sa.Text),
-    sa.Index("ix_revisions_user_path", "user_id", "path_hash", "revision"),
+    # SHA-256 of from_path, on moves only: finds the items that left a path.
+    sa.Column("from_path_hash", sa.String(64)),
+    # Revisions are found by item (the primary key), by content (garbage
+    # collection), by user in seq order (retention), and by path through the
+    # items at that path plus the items moved away from it (ItemRepository.
+    # revision_at_path). No index over every revision is keyed by its path:
+    # each new revision would be entered on a random page of it (issue 7).
     sa.Index("ix_revisions_content_hash", "content_hash"),
+    sa.Index("ix_revisions_user_seq", "user_id", "seq"),
+    sa.Index(
+        "ix_revisions_moved_from",
+        "user_id",
+        "from_path_hash",
+        sqlite_where=sa.text("from_path_hash IS NOT NULL"),
+        postgresql_where=sa.text("from_path_hash IS NOT NULL"),
+    ),
 )
 
 conflicts = sa.Table(

@@ -72,14 +72,25 @@ class UploadRepository:
         return [int(r[0]) for r in rows]
 
     def received_count(self, session_id: str) -> int:
-        return len(self._received(session_id))
+        return int(
+            self._conn.execute(
+                sa.select(sa.func.count())
+                .select_from(upload_chunks)
+                .where(upload_chunks.c.session_id == session_id, upload_chunks.c.state == RECEIVED)
+            ).scalar_one()
+        )
 
-    def get(self, session_id: str, *, lock: bool = False) -> UploadSession | None:
+    def get(
+        self, session_id: str, *, lock: bool = False, with_received: bool = True
+    ) -> UploadSession | None:
+        """The session; `with_received=False` leaves its `received` empty (unread)."""
         stmt = sa.select(upload_sessions).where(upload_sessions.c.id == session_id)
         if lock:
             stmt = stmt.with_for_update()
         row = self._conn.execute(stmt).mappings().first()
-        return _session(row, self._received(session_id)) if row else None
+        if row is None:
+            return None
+        return _session(row, self._received(session_id) if with_received else ())
 
     def pending_for(
         self, *, device_id: str, path: str, content_hash: str, size: int

@@ -24,6 +24,11 @@ def _user(row: RowMapping) -> User:
     )
 
 
+# Built once: every authenticated request runs it, and building a statement
+# (and its cache key) costs several times what running it does.
+_BY_ID = sa.select(users).where(users.c.id == sa.bindparam("user_id"))
+
+
 class UserRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -56,7 +61,7 @@ class UserRepository:
         return _user(row) if row else None
 
     def by_id(self, user_id: str) -> User | None:
-        row = self._conn.execute(sa.select(users).where(users.c.id == user_id)).mappings().first()
+        row = self._conn.execute(_BY_ID, {"user_id": user_id}).mappings().first()
         return _user(row) if row else None
 
     def all(self) -> list[User]:

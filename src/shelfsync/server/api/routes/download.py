@@ -2,15 +2,35 @@
 
 The route decides what to send (preconditions, then ranges); the responses of
 `api/file_responses.py` send it (the whole file as a file, ranges in pieces).
+
+The request a sync client sends (a bearer token, maybe Range and conditional
+headers, no query) is the hot one: a resumed download or a reader of random
+ranges sends many. `DownloadLane`, a pure-ASGI middleware inside the request
+limits and metrics, answers it without the router and FastAPI's request
+machinery (route matching, dependency solving, parameter models, three
+worker-thread hops): it reads the headers the way FastAPI would, then in one
+worker-thread call authenticates and finds the item with one database
+statement (DownloadService.resolve_for_token: the same checks in the same
+order as the route's) and decides with the route's own `_answer`; domain
+errors go through the app's own exception handlers. So the answer is the same
+(tests/api/test_download_lean.py compares the two). Anything else (a query
+such as `?revision=`, no or a malformed Authorization, an X-Device-ID FastAPI
+would refuse, a root_path) goes on to the route, which also documents the
+operation in OpenAPI.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shelfsync.server.api.conditional import (
     Precondition,
@@ -18,7 +38,7 @@ from shelfsync.server.api.conditional import (
     http_date,
     if_range_allows,
 )
-from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
+from shelfsync.server.api.dependencies import CurrentPrincipal, Services, ServicesDep
 from shelfsync.server.api.errors import problem_response
 from shelfsync.server.api.file_responses import (
     RangesResponse,
@@ -27,11 +47,11 @@ from shelfsync.server.api.file_responses import (
     whole_file,
 )
 from shelfsync.server.api.responses import problems
-from shelfsync.server.domain.errors import InvalidPath
+from shelfsync.server.domain.errors import InvalidPath, ShelfsyncError
 from shelfsync.server.domain.ranges import ByteRange, parse_range
 from shelfsync.server.services.downloads import DownloadTarget
 
-__all__ = ["router"]
+__all__ = ["DownloadLane", "router"]
 
 
 class _LibraryPathConvertor(Convertor[str]):
@@ -160,7 +180,7 @@ def download(
 
     Unknown, deleted or another user's path: 404. Invalid path: 400 `invalid_path`.
     """
-    _require_utf8(request)
+    _require_utf8(request.scope)
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
@@ -194,7 +214,7 @@ def download_head(
     if_unmodified_since: IfUnmodifiedSinceHeader = None,
 ) -> Response:
     """Exactly the status and headers the same GET would answer, without a body."""
-    _require_utf8(request)
+    _require_utf8(request.scope)
     target = services.downloads.resolve(principal, path, revision)
     return _answer(
         target,
@@ -208,10 +228,10 @@ def download_head(
     )
 
 
-def _require_utf8(request: Request) -> None:
+def _require_utf8(scope: Scope) -> None:
     """Servers decode %-escapes leniently (%FF becomes U+FFFD); a library path
     must be UTF-8, so the raw request path is checked strictly (section 3)."""
-    raw_path = request.scope.get("raw_path")
+    raw_path = scope.get("raw_path")
     if raw_path is None:
         return
     try:
@@ -277,3 +297,134 @@ def _answer(
     return RangesResponse.multipart(
         target.file, ranges, size=target.size, media_type=media_type, headers=headers
     )
+
+
+# -- the lean lane (module docstring) ----------------------------------------------
+
+# X-Device-ID's max_length in api/dependencies.py: a longer one gets the route's 400.
+_DEVICE_ID_MAX = 64
+_CONDITION_HEADERS = (
+    b"range",
+    b"if-range",
+    b"if-none-match",
+    b"if-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _LeanRequest:
+    """What the route's parameters would hold, for a request the lane answers."""
+
+    path: str
+    token: str
+    device_header: str | None
+    conditions: dict[bytes, str]  # the first value of each of _CONDITION_HEADERS sent
+
+
+def _lean_request(scope: Scope, starts: tuple[str, ...]) -> _LeanRequest | None:
+    """The download request's parameters as FastAPI reads them (the first value
+    of each header, latin-1), or None when the route must see the request."""
+    if scope.get("query_string") or scope.get("root_path"):
+        return None  # ?revision= (FastAPI validates it), or anything else
+    route_path: str = scope["path"]
+    for start in starts:
+        if route_path.startswith(start):
+            # The route's `{path:librarypath}` ([\s\S]*) takes all the rest.
+            path = route_path[len(start) :]
+            break
+    else:
+        return None
+    authorization: str | None = None
+    device_header: str | None = None
+    conditions: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"x-device-id":
+            if device_header is None:
+                device_header = value.decode("latin-1")
+        elif name in _CONDITION_HEADERS and name not in conditions:
+            conditions[name] = value.decode("latin-1")
+    if not authorization or (device_header is not None and len(device_header) > _DEVICE_ID_MAX):
+        return None  # the route's 401, or its 400
+    # fastapi.security.HTTPBearer, as api/dependencies.py uses it.
+    scheme, _, param = authorization.partition(" ")
+    token = param.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return _LeanRequest(path, token, device_header, conditions)
+
+
+def _serve_lean(services: Services, scope: Scope, lean: _LeanRequest, *, body: bool) -> Response:
+    """The route's work in its order (authenticate, check the raw path, resolve,
+    answer), in one worker-thread call and one database statement."""
+    target = services.downloads.resolve_for_token(
+        services.auth,
+        bearer=lean.token,
+        device_header=lean.device_header,
+        path=lean.path,
+        check_request=lambda: _require_utf8(scope),
+    )
+    get = lean.conditions.get
+    return _answer(
+        target,
+        body=body,
+        range_header=get(b"range"),
+        if_range=get(b"if-range"),
+        if_none_match=get(b"if-none-match"),
+        if_match=get(b"if-match"),
+        if_modified_since=get(b"if-modified-since"),
+        if_unmodified_since=get(b"if-unmodified-since"),
+    )
+
+
+class DownloadLane:
+    """Pure-ASGI middleware: GET/HEAD `<prefix>/download/{path}` of a sync
+    client, answered as the route would answer it (module docstring).
+
+    Install it inside RequestLimitsMiddleware and MetricsMiddleware (add it
+    first), so their limits and counts apply. It sets `scope["route"]` as the
+    router would, so metrics name the same route template.
+    """
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self._starts = tuple(f"{prefix}/download/" for prefix in prefixes)
+        self._routes = {
+            method: route
+            for route in router.routes
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._routes.get(scope["method"]) if scope["type"] == "http" else None
+        lean = _lean_request(scope, self._starts) if route is not None else None
+        if route is None or lean is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"], scope["endpoint"] = route, route.endpoint
+        scope["path_params"] = {"path": lean.path}
+        services: Services = scope["app"].state.services
+        try:
+            response = await run_in_threadpool(
+                _serve_lean, services, scope, lean, body=scope["method"] == "GET"
+            )
+        except ShelfsyncError as exc:
+            response = await _handled(scope, receive, send, exc)
+        await response(scope, receive, send)
+
+
+async def _handled(scope: Scope, receive: Receive, send: Send, exc: ShelfsyncError) -> Response:
+    """The answer of the app's exception handler for `exc`, looked up as
+    Starlette's ExceptionMiddleware does (by the exception's class hierarchy)."""
+    handlers = scope["app"].exception_handlers
+    for cls in type(exc).__mro__:
+        if cls is not Exception and cls in handlers:
+            answer = handlers[cls](Request(scope, receive, send), exc)
+            response: Response = await answer if inspect.isawaitable(answer) else answer
+            return response
+    raise exc

@@ -19,10 +19,11 @@ router = APIRouter(tags=["sync"])
 
 SessionId = Annotated[str, Path(alias="id", max_length=64, description="Upload session ID")]
 # Pieces of the body are gathered up to this size before a worker thread hashes
-# and writes them (one block: the hop is amortized, 4 chunks in flight hold at
-# most 16 MiB). The pieces are handed over as they came, never joined: hashing
-# and the vectored write read them in place, so a body is copied only once, by
-# the kernel, into the page cache.
+# and writes them (one block: the hop is amortized; a chunk holds at most two
+# such batches, one being written while the next is received). The pieces are
+# handed over as they came, never joined: hashing and the vectored write read
+# them in place, so a body is copied only once, by the kernel, into the page
+# cache.
 _PIECE = 4 * 1024 * 1024
 
 
@@ -120,21 +121,34 @@ async def put_chunk(
         content_length=content_length,
         content_digest=content_digest,
     )
+    # While a worker thread hashes and writes one block's pieces, the next block
+    # is received (at most one feed in flight per chunk, in order). The last
+    # pieces go with `finish`: sync and record in the same hop.
+    feeding: asyncio.Future[None] | None = None
     try:
         pieces: list[bytes] = []
-        gathered = 0
+        gathered = taken = 0
         async for piece in request.stream():
             if not piece:
                 continue
             pieces.append(piece)
             gathered += len(piece)
-            if gathered >= _PIECE:
-                await asyncio.to_thread(receiver.feed_pieces, pieces)
+            taken += len(piece)
+            # The whole chunk is here: its last pieces go with `finish`.
+            if gathered >= _PIECE and taken != receiver.expected:
+                if feeding is not None:
+                    await feeding
+                feeding = asyncio.ensure_future(asyncio.to_thread(receiver.feed_pieces, pieces))
                 pieces, gathered = [], 0
-        if pieces:
-            await asyncio.to_thread(receiver.feed_pieces, pieces)
-        receipt = await asyncio.to_thread(receiver.finish)
+        if feeding is not None:
+            await feeding
+        receipt = await asyncio.to_thread(receiver.finish, pieces)
     except BaseException:
+        if feeding is not None:
+            # The thread must be done with the file before it is closed.
+            await asyncio.wait([feeding])
+            if not feeding.cancelled():
+                feeding.exception()  # retrieved: it is the one raised, or moot
         await asyncio.to_thread(receiver.abort)
         raise
     return ChunkReceipt(
