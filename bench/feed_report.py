@@ -9,7 +9,7 @@ with the library); report ingest of already-stored content reaches at least
 For each database two libraries are built, each in a database of its own (a
 SQLite file, or a scratch PostgreSQL database `shelfsync_bench_<pid>_<n>` that
 this script creates and drops): the big one (1,000,000 items, `--quick`
-50,000) and the 10,000-item anchor. They are seeded through the storage layer
+20,000) and the 10,000-item anchor. They are seeded through the storage layer
 (bulk inserts in one transaction: items, their revisions, the content they
 point at; 2% of the items are tombstones, scattered), then each is served by a
 real `shelfsync serve` process on loopback and measured over HTTP:
@@ -523,7 +523,7 @@ def verdicts(kind: str, result: Json) -> list[tuple[str, bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50,000 items, fewer rounds")
+    parser.add_argument("--quick", action="store_true", help="20,000 items, fewer rounds")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--items", type=int, help="items in the big library")
     parser.add_argument("--rounds", type=int, help="timed feed requests per position and library")
@@ -533,7 +533,7 @@ def main() -> int:
     args = parser.parse_args()
     global SERVER_SRC  # one switch for the whole run
     SERVER_SRC = args.server_src
-    args.items = args.items or (50_000 if args.quick else 1_000_000)
+    args.items = args.items or (20_000 if args.quick else 1_000_000)
     args.rounds = args.rounds or (10 if args.quick else 100)
     args.batches = args.batches or (3 if args.quick else 20)
     kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]

@@ -533,7 +533,9 @@ def print_result(result: Json, size: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="256 MiB, 1 run, 200 ranges")
-    parser.add_argument("--servers", default="uvicorn,granian")
+    parser.add_argument(
+        "--servers", help="ASGI servers to measure (default uvicorn,granian; quick: uvicorn)"
+    )
     parser.add_argument("--size-mib", type=int, help="payload size (default 1024, quick 256)")
     parser.add_argument("--runs", type=int, help="timed runs per case (default 3, quick 1)")
     parser.add_argument("--ranges", type=int, help="Range GETs (default 1000, quick 200)")
@@ -547,6 +549,7 @@ def main() -> int:
     args.size_mib = args.size_mib or (256 if args.quick else 1024)
     args.runs = args.runs or (1 if args.quick else 3)
     args.ranges = args.ranges or (200 if args.quick else 1000)
+    args.servers = args.servers or ("uvicorn" if args.quick else "uvicorn,granian")
     size = args.size_mib * MIB
     servers = [s for s in args.servers.split(",") if s]
     started = now_iso()
