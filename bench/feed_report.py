@@ -57,6 +57,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from _common import host_info, now_iso
 
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.domain.ids import time_ordered_id
@@ -537,6 +538,7 @@ def main() -> int:
     args.rounds = args.rounds or (10 if args.quick else 100)
     args.batches = args.batches or (3 if args.quick else 20)
     kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    started, host = now_iso(), host_info()
     results = {kind: run_backend(kind, args) for kind in kinds}
     for kind, result in results.items():
         print_backend(kind, result)
@@ -551,6 +553,9 @@ def main() -> int:
                     },
                     "quick": args.quick,
                     "command": " ".join(["bench/feed_report.py", *sys.argv[1:]]),
+                    "started": started,
+                    "finished": now_iso(),
+                    "host": host,
                     "server_src": args.server_src,
                     # Shared machines: the load says how far to trust absolute times.
                     "loadavg_at_end": list(os.getloadavg()),
