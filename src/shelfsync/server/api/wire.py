@@ -107,6 +107,23 @@ def report_result_out(result: ReportResult) -> sync_wire.ReportResult:
     )
 
 
+def report_result_json(result: ReportResult) -> dict[str, Any]:
+    """`report_result_out(result)` as its JSON object, in the model's field
+    order, without building the model for a result that carries no error (a
+    report or a batch upload answers up to a thousand of them)."""
+    if result.error is not None:
+        return report_result_out(result).model_dump(mode="json")
+    return {
+        "path": result.path,
+        "status": result.status.value,
+        "id": result.id,
+        "revision": result.revision,
+        "seq": result.seq,
+        "conflict_id": result.conflict_id,
+        "error": None,
+    }
+
+
 def change_out(item: Item) -> sync_wire.Change:
     return sync_wire.Change(
         seq=item.seq,

@@ -36,7 +36,7 @@ from shelfsync.protocol.common import format_timestamp
 from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
 from shelfsync.server.api.errors import problem_for
 from shelfsync.server.api.responses import problems
-from shelfsync.server.api.wire import utc
+from shelfsync.server.api.wire import report_result_json, utc
 from shelfsync.server.domain.errors import (
     BatchMalformed,
     BatchTooLarge,
@@ -46,7 +46,6 @@ from shelfsync.server.domain.errors import (
 )
 from shelfsync.server.services.batch_uploads import BatchFileIn
 from shelfsync.server.services.downloads import DownloadTarget
-from shelfsync.server.services.report import ReportResult
 
 __all__ = ["router"]
 
@@ -180,23 +179,9 @@ async def upload_batch(
     # FastAPI validating the lot again) cost more than landing them. Same shape
     # as `BatchUploadResponse`, which stays the documented response model.
     return Response(
-        content=json.dumps({"results": [_result_json(r) for r in results]}).encode(),
+        content=json.dumps({"results": [report_result_json(r) for r in results]}).encode(),
         media_type="application/json",
     )
-
-
-def _result_json(result: ReportResult) -> dict[str, object]:
-    """`report_result_out(result)` as the JSON FastAPI would have made of it."""
-    error = result.error
-    return {
-        "path": result.path,
-        "status": result.status.value,
-        "id": result.id,
-        "revision": result.revision,
-        "seq": result.seq,
-        "conflict_id": result.conflict_id,
-        "error": None if error is None else problem_for(error).model_dump(mode="json"),
-    }
 
 
 def _entry_header(path: str, target: DownloadTarget | ShelfsyncError) -> bytes:

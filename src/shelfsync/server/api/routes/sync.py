@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -26,6 +26,7 @@ from shelfsync.server.api.wire import (
     changes_body,
     conflict_out,
     local_change_in,
+    report_result_json,
     report_result_out,
 )
 from shelfsync.server.domain.conflicts import Resolution
@@ -62,23 +63,7 @@ def report_body(results: list[ReportResult]) -> bytes:
     (tests/unit/test_report_wire.py): plain dicts in ReportResult's field
     order, written by orjson. A result with an error goes through the models,
     and so does the whole answer if orjson refuses it (as before, then)."""
-    out: list[dict[str, Any]] = []
-    append = out.append
-    for r in results:
-        if r.error is not None:
-            append(report_result_out(r).model_dump(mode="json"))
-            continue
-        append(
-            {
-                "path": r.path,
-                "status": r.status.value,
-                "id": r.id,
-                "revision": r.revision,
-                "seq": r.seq,
-                "conflict_id": r.conflict_id,
-                "error": None,
-            }
-        )
+    out = [report_result_json(r) for r in results]
     try:
         return orjson.dumps({"results": out})
     except TypeError:  # orjson.JSONEncodeError
