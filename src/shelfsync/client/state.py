@@ -19,7 +19,7 @@ import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +126,10 @@ _local_row = operator.attrgetter(
     "path", "local", "size", "mtime_ns", "inode", "content_hash", "checked_ns"
 )
 _remote_row = operator.attrgetter("item_id", "path", "revision", "content_hash", "size", "mtime")
+_SYNCED_REPLACE = "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_LOCAL_REPLACE = "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)"
+# REPLACE also drops another item's row at the same path (path is UNIQUE).
+_REMOTE_REPLACE = "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class State:
@@ -248,51 +252,32 @@ class State:
         return {str(r[0]): SyncedRecord(*r) for r in rows}  # type: ignore[arg-type]
 
     def put_synced(self, record: SyncedRecord) -> None:
-        self._run(
-            "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.path,
-                record.local,
-                record.item_id,
-                record.revision,
-                record.content_hash,
-                record.size,
-                record.mtime_ns,
-                record.inode,
-            ),
-        )
+        self._run(_SYNCED_REPLACE, _synced_row(record))
 
     def put_landed(self, pairs: Iterable[tuple[SyncedRecord, LocalRecord]]) -> None:
         """Many files' synced and scan records at once (one statement each kind)."""
         pairs = list(pairs)
-        if not pairs:
-            return
-        with self.transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_synced_row(s) for s, _ in pairs],
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [_local_row(r) for _, r in pairs],
-            )
+        self._put_synced_with(pairs, _LOCAL_REPLACE, [_local_row(r) for _, r in pairs])
 
     def put_pushed(self, pairs: Iterable[tuple[SyncedRecord, RemoteRecord]]) -> None:
         """Many uploaded files' synced and remote records at once, in order (as
         put_synced then put_remote for each: REPLACE also drops another item's
         row at the same path, path being UNIQUE)."""
         pairs = list(pairs)
+        self._put_synced_with(pairs, _REMOTE_REPLACE, [_remote_row(r) for _, r in pairs])
+
+    def _put_synced_with(
+        self,
+        pairs: Sequence[tuple[SyncedRecord, object]],
+        statement: str,
+        rows: Sequence[tuple[object, ...]],
+    ) -> None:
+        """The pairs' synced records and `rows` by `statement`, in one transaction."""
         if not pairs:
             return
         with self.transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO synced VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_synced_row(s) for s, _ in pairs],
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
-                [_remote_row(r) for _, r in pairs],
-            )
+            self._db.executemany(_SYNCED_REPLACE, [_synced_row(s) for s, _ in pairs])
+            self._db.executemany(statement, rows)
 
     def forget_synced(self, path: str) -> None:
         self._run("DELETE FROM synced WHERE path = ?", (path,))
@@ -307,27 +292,10 @@ class State:
         with self.transaction():
             self._run("DELETE FROM local_files")
             with self._lock:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.path, r.local, r.size, r.mtime_ns, r.inode, r.content_hash, r.checked_ns)
-                        for r in records
-                    ],
-                )
+                self._db.executemany(_LOCAL_REPLACE, [_local_row(r) for r in records])
 
     def put_local_file(self, record: LocalRecord) -> None:
-        self._run(
-            "INSERT OR REPLACE INTO local_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.path,
-                record.local,
-                record.size,
-                record.mtime_ns,
-                record.inode,
-                record.content_hash,
-                record.checked_ns,
-            ),
-        )
+        self._run(_LOCAL_REPLACE, _local_row(record))
 
     def forget_local_file(self, path: str) -> None:
         self._run("DELETE FROM local_files WHERE path = ?", (path,))
@@ -356,10 +324,7 @@ class State:
             )
             # In feed order, as put_remote would: REPLACE drops the row holding
             # the item's id and the row holding its path (path is UNIQUE).
-            self._db.executemany(
-                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.item_id, r.path, r.revision, r.content_hash, r.size, r.mtime) for r in upserts],
-            )
+            self._db.executemany(_REMOTE_REPLACE, [_remote_row(r) for r in upserts])
             if cursor is not None:
                 self.set_meta("cursor", cursor)
 
@@ -370,17 +335,7 @@ class State:
             self._run(
                 "DELETE FROM remote WHERE path = ? AND item_id != ?", (record.path, record.item_id)
             )
-            self._run(
-                "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    record.item_id,
-                    record.path,
-                    record.revision,
-                    record.content_hash,
-                    record.size,
-                    record.mtime,
-                ),
-            )
+            self._run(_REMOTE_REPLACE, _remote_row(record))
 
     def remote_revision(self, item_id: str) -> int | None:
         rows = self._all("SELECT revision FROM remote WHERE item_id = ?", (item_id,))
