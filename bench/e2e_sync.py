@@ -7,7 +7,13 @@ Goals 1 and 2 of issue 7, each measured against its anchor in the same run:
   dir, SQLite) with one user; two devices, each the real `shelfsync` command with its own
   SHELFSYNC_CONFIG_DIR, both logged in before the clock starts. A's folder gets the dataset
   the way Syncthing's does (staged on the same filesystem and flushed, then `mv`ed in), then
-  t0; `shelfsync sync A` to completion; `shelfsync sync B` (empty folder) to completion; t1.
+  t0 and `shelfsync sync A` to completion. B (an empty folder) syncs in one of two modes,
+  each run in every round (--mode):
+  - watch (the headline): B is `shelfsync sync B --watch`, started before t0 and through
+    its first (empty) pass, as Syncthing's B is a running device; t1 is the end of the pass
+    that brought B's last file (its JSON summaries count them). B downloads what has landed
+    while A still uploads: the overlap goal 2 asks for.
+  - sequential: `shelfsync sync B` started after A's sync ended, to completion; t1.
   Afterwards every file of B is compared by sha256 with the generated dataset (and nothing
   else may be in B). Every run uses a brand-new server, data dir, devices and folders.
 - anchor: `../shared/bench/syncthing_pair.sh small|large` (two fresh Syncthing 1.19 instances
@@ -260,7 +266,9 @@ def shelfsync_server(data_dir: Path, log_path: Path, serve_args: list[str]) -> I
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
-                *(*PREFIX, SHELFSYNC, "serve", "--host", "127.0.0.1", "--port", str(port)),
+                *PREFIX,
+                *os.environ.get("BENCH_SERVER_PREFIX", "").split(),
+                *(SHELFSYNC, "serve", "--host", "127.0.0.1", "--port", str(port)),
                 *("--data-dir", str(data_dir), "--log-level", "warning", *serve_args),
             ],
             stdout=log,
@@ -354,6 +362,84 @@ def run_sync(folder: Path, config_dir: Path, log_path: Path, timeout_s: float) -
     )
 
 
+class Watching:
+    """`shelfsync sync FOLDER --watch --json` running in the background, as a device left
+    syncing (Syncthing's B is such a device): each pass prints one JSON summary line; the
+    moment the passes' downloads add up to the dataset is when B holds every file."""
+
+    def __init__(self, folder: Path, config_dir: Path, log_path: Path, expect: int) -> None:
+        self._expect = expect
+        self.downloaded = 0
+        self.passes = 0
+        self.done_at: float | None = None
+        self.summaries: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.usage: Any = None
+        self.exit: int | None = None
+        self._log_path = log_path
+        with log_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [
+                    *PREFIX,
+                    *os.environ.get("BENCH_B_PREFIX", "").split(),
+                    SHELFSYNC,
+                    *("sync", str(folder), "--watch", "--json", "--quiet"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=shelfsync_env(config_dir),
+                start_new_session=True,
+            )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if not line.startswith("{"):
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                summary = json.loads(line)
+                self.passes += 1
+                self.summaries.append(summary)
+                # The engine's counters add up over its passes.
+                self.downloaded = int(summary.get("downloaded_files") or 0)
+                if self.downloaded >= self._expect and self.done_at is None:
+                    self.done_at = time.perf_counter()
+                    self.done.set()
+                self.ready.set()
+        self.ready.set()
+        self.done.set()
+
+    def stop(self) -> None:
+        """SIGINT (the watcher finishes its pass and exits), then its rusage."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+        killer = threading.Timer(60, kill)
+        killer.start()
+        try:
+            _, status, self.usage = os.wait4(self.proc.pid, 0)
+            self.exit = os.waitstatus_to_exitcode(status)
+            self.proc.returncode = self.exit
+        except ChildProcessError:
+            self.exit = self.proc.returncode
+        finally:
+            killer.cancel()
+            _kill_group(self.proc, grace_s=2)
+        self._reader.join(timeout=5)
+
+    def tail(self) -> str:
+        return self._log_path.read_text(errors="replace")[-2000:]
+
+
 # --------------------------------------------------------------------------- one run each
 
 
@@ -377,8 +463,20 @@ class ShelfsyncRun:
 
 
 def shelfsync_run(
-    ds: Dataset, work: Path, logs: Path, tag: str, serve_args: list[str], timeout_s: float
+    ds: Dataset,
+    work: Path,
+    logs: Path,
+    tag: str,
+    serve_args: list[str],
+    timeout_s: float,
+    mode: str = "sequential",
 ) -> ShelfsyncRun:
+    """One run. mode "sequential": `shelfsync sync A` to completion, then `shelfsync sync B`
+    to completion. mode "watch": B is `shelfsync sync B --watch`, started (and through its
+    first, empty pass) before the clock starts, then `shelfsync sync A`; the clock stops when
+    B's passes have downloaded every file. b_s is then how long B finished after A did."""
+    if mode == "watch":
+        return _watch_run(ds, work, logs, tag, serve_args, timeout_s)
     run_dir = work / f"ss-{tag}"
     run_dir.mkdir()
     try:
@@ -428,6 +526,91 @@ def shelfsync_run(
             res.error = f"B's sync exited {b.exit}: {b.stderr_tail}"
             return res
         res.total_s = t1 - t0
+        got = tree_hashes(folder_b, skip=".shelfsync")
+        res.verified = got == ds.manifest
+        if not res.verified:
+            missing = sorted(set(ds.manifest) - set(got))
+            extra = sorted(set(got) - set(ds.manifest))
+            differ = sorted(k for k in set(got) & set(ds.manifest) if got[k] != ds.manifest[k])
+            res.error = (
+                f"B differs from the dataset: {len(missing)} missing {missing[:3]}, "
+                f"{len(extra)} extra {extra[:3]}, {len(differ)} different {differ[:3]}"
+            )
+        res.ok = res.verified
+        return res
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _watch_run(
+    ds: Dataset, work: Path, logs: Path, tag: str, serve_args: list[str], timeout_s: float
+) -> ShelfsyncRun:
+    run_dir = work / f"ssw-{tag}"
+    run_dir.mkdir()
+    try:
+        folder_a, folder_b = run_dir / "A", run_dir / "B"
+        conf_a, conf_b = run_dir / "A.conf", run_dir / "B.conf"
+        folder_a.mkdir()
+        folder_b.mkdir()
+        log = logs / f"ssw-{tag}"
+        with shelfsync_server(run_dir / "server", Path(f"{log}-server.log"), serve_args) as (
+            server,
+            url,
+        ):
+            login(url, conf_a, "bench-A")
+            login(url, conf_b, "bench-B")
+            stage = run_dir / "stage"
+            subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
+            os.sync()
+            watcher = Watching(folder_b, conf_b, Path(f"{log}-B.log"), ds.files)
+            try:
+                if not watcher.ready.wait(timeout=120) or watcher.proc.poll() is not None:
+                    return ShelfsyncRun(
+                        ok=False, error=f"B's watch did not start: {watcher.tail()}"
+                    )
+                tree = ProcessTree(server.pid)
+                cpu0 = tree.cpu_s()
+                with tree:
+                    t0 = time.perf_counter()
+                    for entry in stage.iterdir():
+                        entry.rename(folder_a / entry.name)
+                    a = run_sync(folder_a, conf_a, Path(f"{log}-A.log"), timeout_s)
+                    t_a = time.perf_counter()
+                    finished = a.exit == 0 and watcher.done.wait(timeout=timeout_s)
+                    t1 = watcher.done_at if watcher.done_at is not None else time.perf_counter()
+                server_cpu = tree.cpu_s() - cpu0
+            finally:
+                watcher.stop()
+        res = ShelfsyncRun(
+            ok=False,
+            a_s=a.wall_s,
+            a_cpu_s=a.cpu_s,
+            a_exit=a.exit,
+            a_summary=a.summary,
+            server_cpu_s=server_cpu,
+            server_peak_rss_mib=tree.peak_rss / 2**20,
+            b_exit=watcher.exit,
+            b_summary={
+                "passes": watcher.passes,
+                "downloaded_files": watcher.downloaded,
+                "pass_elapsed_s": [x.get("elapsed_s") for x in watcher.summaries],
+                "pass_downloaded": [x.get("downloaded_files") for x in watcher.summaries],
+            },
+        )
+        if watcher.usage is not None:
+            res.b_cpu_s = watcher.usage.ru_utime + watcher.usage.ru_stime
+            res.client_peak_rss_mib = max(a.maxrss_kib, watcher.usage.ru_maxrss) / 1024
+        if a.exit != 0:
+            res.error = f"A's sync exited {a.exit}: {a.stderr_tail}"
+            return res
+        if not finished or watcher.done_at is None:
+            res.error = (
+                f"B's watch downloaded {watcher.downloaded} of {ds.files} files "
+                f"(exit {watcher.exit}): {watcher.tail()}"
+            )
+            return res
+        res.total_s = t1 - t0
+        res.b_s = max(t1 - t_a, 0.0)
         got = tree_hashes(folder_b, skip=".shelfsync")
         res.verified = got == ds.manifest
         if not res.verified:
@@ -568,23 +751,52 @@ def fmt_stats(s: dict[str, Any] | None) -> str:
     return f"{s['median_s']:.2f} s (min {s['min_s']:.2f}, max {s['max_s']:.2f}, n={s['n']})"
 
 
-def summarize(
-    kind: str, ds: Dataset, st: list[SyncthingRun], ss: list[ShelfsyncRun], floor: dict[str, Any]
+MODES = ("watch", "sequential")
+MODE_LABEL = {
+    "watch": "B watching",
+    "sequential": "A then B",
+}
+
+
+def _mode_summary(
+    kind: str, ds: Dataset, st_stats: dict[str, Any] | None, ss: list[ShelfsyncRun], st_files: int
 ) -> dict[str, Any]:
-    st_stats = stats([r.sync_s for r in st if r.ok and r.sync_s is not None])
     ss_stats = stats([r.total_s for r in ss if r.ok and r.total_s is not None])
-    goal, target = GOALS[kind]
     ratio = None
     scale = 1.0
     if st_stats and ss_stats:
         if ds.subset:  # shelfsync synced a subset, Syncthing the whole set: compare rates
-            full_files = st[0].files or FULL_FILES[kind]
-            scale = full_files / ds.files if kind == "small" else 8 / ds.files
+            scale = st_files / ds.files if kind == "small" else 8 / ds.files
         ratio = ss_stats["median_s"] * scale / st_stats["median_s"]
+    return {
+        "shelfsync": ss_stats,
+        "shelfsync_a": stats([r.a_s for r in ss if r.ok and r.a_s is not None]),
+        "shelfsync_b": stats([r.b_s for r in ss if r.ok and r.b_s is not None]),
+        "ratio": ratio,
+        "extrapolation_factor": scale,
+        "met": judge(ratio, GOALS[kind][1]) if not ds.subset else None,
+        "shelfsync_runs": [asdict(r) for r in ss],
+    }
+
+
+def summarize(
+    kind: str,
+    ds: Dataset,
+    st: list[SyncthingRun],
+    ss_by_mode: dict[str, list[ShelfsyncRun]],
+    floor: dict[str, Any],
+) -> dict[str, Any]:
+    """The first mode measured is the headline (`shelfsync`, `ratio`, `met`); every mode's
+    own figures are under `modes`."""
+    st_stats = stats([r.sync_s for r in st if r.ok and r.sync_s is not None])
+    goal, target = GOALS[kind]
+    st_files = (st[0].files if st else None) or FULL_FILES[kind]
+    modes = {m: _mode_summary(kind, ds, st_stats, runs, st_files) for m, runs in ss_by_mode.items()}
+    head = modes[next(iter(modes))]
     rsync = (floor or {}).get("rsync -a")
     floor_ratio = (
-        ss_stats["median_s"] / rsync["median_s"]
-        if ss_stats and isinstance(rsync, dict) and rsync.get("median_s")
+        head["shelfsync"]["median_s"] / rsync["median_s"]
+        if head["shelfsync"] and isinstance(rsync, dict) and rsync.get("median_s")
         else None
     )
     return {
@@ -592,29 +804,35 @@ def summarize(
         "files": ds.files,
         "bytes": ds.bytes,
         "quick_subset": ds.subset,
-        "extrapolation_factor": scale,
+        "headline_mode": next(iter(modes)),
+        "extrapolation_factor": head["extrapolation_factor"],
         "syncthing": st_stats,
-        "shelfsync": ss_stats,
-        "shelfsync_a": stats([r.a_s for r in ss if r.ok and r.a_s is not None]),
-        "shelfsync_b": stats([r.b_s for r in ss if r.ok and r.b_s is not None]),
+        "shelfsync": head["shelfsync"],
+        "shelfsync_a": head["shelfsync_a"],
+        "shelfsync_b": head["shelfsync_b"],
         "floor": floor,
         "goal": goal,
         "target": target,
-        "ratio": ratio,
+        "ratio": head["ratio"],
         "floor_ratio": floor_ratio,
-        "met": judge(ratio, target) if not ds.subset else None,
+        "met": head["met"],
+        "modes": modes,
         "syncthing_runs": [asdict(r) for r in st],
-        "shelfsync_runs": [asdict(r) for r in ss],
+        "shelfsync_runs": [r for m in modes.values() for r in m["shelfsync_runs"]],
     }
 
 
 def print_summary(kind: str, s: dict[str, Any], quick: bool) -> None:
     print(f"\n== {s['dataset']}{' -- QUICK, not comparable with the goals' if quick else ''}")
     print(f"  Syncthing A->B (whole set):   {fmt_stats(s['syncthing'])}")
-    print(f"  shelfsync A then B:           {fmt_stats(s['shelfsync'])}")
-    if s["shelfsync_a"]:
-        print(f"    of which A's sync:          {fmt_stats(s['shelfsync_a'])}")
-        print(f"    of which B's sync:          {fmt_stats(s['shelfsync_b'])}")
+    for mode, m in s["modes"].items():
+        print(f"  shelfsync, {MODE_LABEL[mode]}: {fmt_stats(m['shelfsync'])}")
+        if m["shelfsync_a"]:
+            b_what = "B done after A" if mode == "watch" else "B's sync"
+            print(f"    of which A's sync:          {fmt_stats(m['shelfsync_a'])}")
+            print(f"    {b_what + ':':27s} {fmt_stats(m['shelfsync_b'])}")
+        if m["ratio"] is not None:
+            print(f"    ratio to Syncthing:         {m['ratio']:.2f}")
     for name, row in (s["floor"] or {}).items():
         if isinstance(row, dict):
             print(f"  floor {name + ':':23s} {fmt_stats(row)}")
@@ -633,7 +851,10 @@ def print_summary(kind: str, s: dict[str, Any], quick: bool) -> None:
         )
     else:
         verdict = "met" if s["met"] else "NOT met"
-        print(f"  ratio {kind} shelfsync/Syncthing: {s['ratio']:.2f} ({verdict})")
+        print(
+            f"  ratio {kind} shelfsync/Syncthing ({s['headline_mode']}): {s['ratio']:.2f} "
+            f"({verdict})"
+        )
 
 
 def make_chart(summaries: dict[str, dict[str, Any]], path: Path, quick: bool, when: str) -> None:
@@ -643,13 +864,19 @@ def make_chart(summaries: dict[str, dict[str, Any]], path: Path, quick: bool, wh
     import matplotlib.pyplot as plt
 
     kinds = list(summaries)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.6), squeeze=False)
-    colors = {"Syncthing 1.19": "#7f7f7f", "shelfsync": "#1f77b4", "rsync -a (floor)": "#2ca02c"}
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.8), squeeze=False)
+    bar_name = {"watch": "shelfsync,\nB watching", "sequential": "shelfsync,\nA then B"}
+    colors = {
+        "Syncthing 1.19": "#7f7f7f",
+        bar_name["watch"]: "#1f77b4",
+        bar_name["sequential"]: "#9ecae1",
+        "rsync -a (floor)": "#2ca02c",
+    }
     for ax, kind in zip(axes[0], kinds, strict=True):
         s = summaries[kind]
         bars: list[tuple[str, dict[str, Any] | None]] = [
             ("Syncthing 1.19", s["syncthing"]),
-            ("shelfsync", s["shelfsync"]),
+            *((bar_name[mode], m["shelfsync"]) for mode, m in s["modes"].items()),
             ("rsync -a (floor)", (s["floor"] or {}).get("rsync -a")),
         ]
         names, med, lo, hi = [], [], [], []
@@ -686,11 +913,17 @@ def make_chart(summaries: dict[str, dict[str, Any]], path: Path, quick: bool, wh
         if s["quick_subset"]:  # say which bar synced how much
             full = f"{FULL_FILES[kind]:,} files"
             part = f"{s['files']:,} files"
-            sizes = {"Syncthing 1.19": full, "shelfsync": part, "rsync -a (floor)": part}
-            labels = [f"{n}\n({sizes[n]})" for n in names]
+            labels = [f"{n}\n({full if n == 'Syncthing 1.19' else part})" for n in names]
         ax.set_xticks(list(xs), labels)
         ax.set_ylabel("seconds, A's files until B holds them (median, min-max)")
-        ratio = f"ratio {s['ratio']:.2f}" if s["ratio"] is not None else "ratio: n/a"
+        ratio = (
+            ", ".join(
+                f"{mode}: ratio {m['ratio']:.2f}"
+                for mode, m in s["modes"].items()
+                if m["ratio"] is not None
+            )
+            or "ratio: n/a"
+        )
         ax.set_title(f"{s['dataset']}\n{ratio}", fontsize=10)
         ax.margins(y=0.15)
     title = "shelfsync end to end vs Syncthing (one run, same machine)"
@@ -724,6 +957,14 @@ def main() -> int:
     ap.add_argument(
         "--syncthing", action="store_true", help="with --quick: run the Syncthing anchor too"
     )
+    ap.add_argument(
+        "--mode",
+        choices=["watch", "sequential", "both"],
+        default="both",
+        help="how B syncs: watch (B runs `shelfsync sync --watch` from before the clock starts, "
+        "as Syncthing's B runs), sequential (`sync A` to the end, then `sync B`), or both "
+        "(default; watch is the headline)",
+    )
     ap.add_argument("--no-floor", action="store_true", help="skip copy_floor.sh")
     ap.add_argument("--work", metavar="DIR", help="scratch parent dir (default: the temp dir)")
     ap.add_argument("--keep-logs", metavar="DIR", help="keep server/client/syncthing logs here")
@@ -753,6 +994,7 @@ def main() -> int:
     if args.src:
         SRC[:] = [str(Path(args.src).resolve())]
     runs = args.runs or (1 if args.quick else 3)
+    modes = list(MODES) if args.mode == "both" else [args.mode]
     with_syncthing = not args.no_syncthing and (args.syncthing or not args.quick)
     kinds = ["small", "large"] if args.dataset == "both" else [args.dataset]
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -774,7 +1016,7 @@ def main() -> int:
             )
             ds = make_dataset(kind, work / f"src-{kind}", quick=args.quick)
             st_runs: list[SyncthingRun] = []
-            ss_runs: list[ShelfsyncRun] = []
+            ss_runs: dict[str, list[ShelfsyncRun]] = {m: [] for m in modes}
             for i in range(1, runs + 1):
                 tag = f"{kind}-{i}"
                 if with_syncthing:
@@ -785,19 +1027,23 @@ def main() -> int:
                         f"verified {r.verified}){'' if r.ok else ' FAILED ' + str(r.error)}",
                         flush=True,
                     )
-                try:
-                    s = shelfsync_run(ds, work, logs, tag, args.serve_arg, args.timeout)
-                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                    s = ShelfsyncRun(ok=False, error=f"{type(exc).__name__}: {exc}")
-                ss_runs.append(s)
-                print(
-                    f"  run {i} shelfsync: {s.total_s and round(s.total_s, 2)} s "
-                    f"(A {s.a_s and round(s.a_s, 2)} s cpu {s.a_cpu_s and round(s.a_cpu_s, 1)}, "
-                    f"B {s.b_s and round(s.b_s, 2)} s cpu {s.b_cpu_s and round(s.b_cpu_s, 1)}, "
-                    f"server cpu {s.server_cpu_s and round(s.server_cpu_s, 1)} s, "
-                    f"verified {s.verified}){'' if s.ok else ' FAILED ' + str(s.error)}",
-                    flush=True,
-                )
+                for mode in modes:
+                    try:
+                        s = shelfsync_run(
+                            ds, work, logs, f"{tag}-{mode}", args.serve_arg, args.timeout, mode
+                        )
+                    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                        s = ShelfsyncRun(ok=False, error=f"{type(exc).__name__}: {exc}")
+                    ss_runs[mode].append(s)
+                    print(
+                        f"  run {i} shelfsync ({mode}): {s.total_s and round(s.total_s, 2)} s "
+                        f"(A {s.a_s and round(s.a_s, 2)} s cpu {s.a_cpu_s and round(s.a_cpu_s, 1)}"
+                        f", B {'+' if mode == 'watch' else ''}{s.b_s and round(s.b_s, 2)} s "
+                        f"cpu {s.b_cpu_s and round(s.b_cpu_s, 1)}, "
+                        f"server cpu {s.server_cpu_s and round(s.server_cpu_s, 1)} s, "
+                        f"verified {s.verified}){'' if s.ok else ' FAILED ' + str(s.error)}",
+                        flush=True,
+                    )
             if args.no_floor:
                 floor: dict[str, Any] = {}
             elif args.quick:
@@ -828,8 +1074,6 @@ def main() -> int:
     goals = []
     for kind, s in summaries.items():
         st_med = s["syncthing"]["median_s"] if s["syncthing"] else None
-        ss_med = s["shelfsync"]["median_s"] if s["shelfsync"] else None
-        quick_note = f" (QUICK: {s['files']:,}-file subset, rate x{s['extrapolation_factor']:.0f})"
         rsync_med = (s["floor"].get("rsync -a") or {}).get("median_s")
         if st_med:
             anchor = f"Syncthing A->B: {st_med:.2f} s"
@@ -837,21 +1081,28 @@ def main() -> int:
             anchor = f"rsync -a of the same {s['files']:,} files: {rsync_med:.2f} s"
         else:
             anchor = "not measured"
-        goals.append(
-            {
-                "goal": s["goal"],
-                "label": f"end to end, {kind} files",
-                "anchor": anchor,
-                "shelfsync": (f"{ss_med:.2f} s" if ss_med else "failed")
-                + (quick_note if args.quick and ss_med else ""),
-                "ratio": s["ratio"],
-                "target": s["target"],
-                "met": s["met"],
-                "comparable": not args.quick,
-                "command": f"bench/e2e_sync.py --dataset {kind}"
-                + (" --quick" if args.quick else ""),
-            }
-        )
+        for mode, m in s["modes"].items():
+            ss_med = m["shelfsync"]["median_s"] if m["shelfsync"] else None
+            quick_note = (
+                f" (QUICK: {s['files']:,}-file subset, rate x{m['extrapolation_factor']:.0f})"
+            )
+            goals.append(
+                {
+                    "goal": s["goal"],
+                    "label": f"end to end, {kind} files, {MODE_LABEL[mode]}",
+                    "mode": mode,
+                    "headline": mode == s["headline_mode"],
+                    "anchor": anchor,
+                    "shelfsync": (f"{ss_med:.2f} s" if ss_med else "failed")
+                    + (quick_note if args.quick and ss_med else ""),
+                    "ratio": m["ratio"],
+                    "target": s["target"],
+                    "met": m["met"],
+                    "comparable": not args.quick,
+                    "command": f"bench/e2e_sync.py --dataset {kind} --mode {mode}"
+                    + (" --quick" if args.quick else ""),
+                }
+            )
     out = {
         "script": "e2e_sync",
         "schema": 1,
@@ -862,6 +1113,7 @@ def main() -> int:
         "host": host,
         "load_after": list(os.getloadavg()),
         "runs": runs,
+        "modes": modes,
         "priority": args.priority,
         "src": SRC[0] if SRC else str(REPO / "src"),
         "chart": str(chart) if chart else None,

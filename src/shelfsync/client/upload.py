@@ -25,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -131,9 +132,22 @@ class Uploader:
         self._counters = counters
         self._reporter = reporter
         self._pool = chunk_pool
+        # A file with as many chunks as the pool has threads keeps the pool busy
+        # alone; more of them at once only interleave their chunks, so every
+        # one lands late, and other devices, which can fetch a file only once
+        # it landed, wait for all of them instead of the first. Two at a time:
+        # one hashing or completing while the other sends.
+        self._pool_fillers = threading.BoundedSemaphore(2)
 
     def upload(self, job: UploadJob) -> ReportResult | None:
         """The result of landing the file, or None when it changed since the scan."""
+        chunk = _chunk_size(job.size)
+        if chunk is None or job.size < chunk * self._settings.parallel_chunks:
+            return self._upload(job)
+        with self._pool_fillers:
+            return self._upload(job)
+
+    def _upload(self, job: UploadJob) -> ReportResult | None:
         checked = self._read_and_check(job)
         if checked is None:
             return None

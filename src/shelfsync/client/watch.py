@@ -13,6 +13,7 @@ retries back off up to a minute.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ class Watcher:
         on_summary: Callable[[PassSummary], None],
     ) -> None:
         self._root = root.resolve()
+        self._prefix = str(self._root) + os.sep
         self._poll_api = poll_api
         self._state = state
         self._reporter = reporter
@@ -67,15 +69,22 @@ class Watcher:
             return None
 
     def _wanted(self, _change: watchfiles.Change, path: str) -> bool:
-        try:
-            rel = Path(path).resolve().relative_to(self._root).as_posix()
-        except ValueError:
+        # Called once per file event, on a thread sharing the GIL with the pass:
+        # a download pass writing 10,000 files made 10,000 events, and a realpath
+        # plus a stat of the ignore file each cost as much CPU as the downloads.
+        # watchfiles reports paths under the folder as it was given (resolved).
+        if not path.startswith(self._prefix):
             return False
-        if rel == "." or rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
+        rel = path[len(self._prefix) :]
+        if os.sep != "/":
+            rel = rel.replace(os.sep, "/")
+        if rel == STATE_DIR or rel.startswith(STATE_DIR + "/"):
             return False
-        stamp = self._ignore_stamp()
-        if stamp != self._rules_stamp:  # the user edited .shelfsyncignore
-            self._rules, self._rules_stamp = IgnoreRules.for_folder(self._root), stamp
+        if rel == IGNORE_FILE:  # the user edited .shelfsyncignore: new rules from now on
+            stamp = self._ignore_stamp()
+            if stamp != self._rules_stamp:
+                self._rules, self._rules_stamp = IgnoreRules.for_folder(self._root), stamp
+            return True
         return not self._rules.ignores_file(rel)
 
     def _watch_files(self) -> None:
