@@ -174,3 +174,48 @@ def test_report_sends_null_base_revisions_and_upload_keeps_them(
 
 def test_paths_are_percent_encoded_per_segment() -> None:
     assert encode_library_path("a b/c#d/é?.txt") == "a%20b/c%23d/%C3%A9%3F.txt"
+
+
+def test_responses_are_read_a_mebibyte_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpcore still reads the attribute the client sets: large bodies come in
+    pieces of up to READ_BYTES, not 64 KiB (a real socket, a 4 MiB body)."""
+    import http.server
+    import threading
+
+    from httpcore._backends import sync as httpcore_sync
+
+    from shelfsync.client.http import READ_BYTES
+
+    body = bytes(range(256)) * (4 * 4096)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    asked: list[int] = []
+    real_read = httpcore_sync.SyncStream.read
+
+    def read(self: httpcore_sync.SyncStream, max_bytes: int, timeout: float | None = None) -> bytes:
+        asked.append(max_bytes)
+        return real_read(self, max_bytes, timeout)
+
+    monkeypatch.setattr(httpcore_sync.SyncStream, "read", read)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/big"
+        with httpx.Client() as client, client.stream("GET", url) as response:
+            got = b"".join(response.iter_bytes())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == body
+    assert asked
+    assert set(asked) == {READ_BYTES}
