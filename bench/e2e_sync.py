@@ -32,6 +32,10 @@ syncs the whole set (its script takes no subset), which alone took 20-100 s per 
 so it runs in quick mode only with --syncthing (the quick ratio is then a per-file / per-byte
 rate extrapolation).
 
+Profiling: BENCH_SERVER_PREFIX, BENCH_A_PREFIX and BENCH_B_PREFIX put a command in front of
+the server's, A's or B's `shelfsync` (after the nice), e.g.
+BENCH_B_PREFIX="perf record -g -o /tmp/b.data --" or "py-spy record -o /tmp/b.svg --".
+
 Prints per dataset the medians, the goal and the ratio last. Writes --json OUT (the schema in
 bench/_common.py) and the chart (--chart; default docs/benchmarks/e2e.png, or beside the JSON
 output in --quick mode).
@@ -323,7 +327,13 @@ def run_sync(folder: Path, config_dir: Path, log_path: Path, timeout_s: float) -
     t0 = time.perf_counter()
     with log_path.open("ab") as err:
         proc = subprocess.Popen(
-            [*PREFIX, SHELFSYNC, "sync", str(folder), "--json", "--quiet"],
+            [
+                *PREFIX,
+                *os.environ.get(
+                    "BENCH_A_PREFIX" if folder.name == "A" else "BENCH_B_PREFIX", ""
+                ).split(),
+                *(SHELFSYNC, "sync", str(folder), "--json", "--quiet"),
+            ],
             stdout=subprocess.PIPE,
             stderr=err,
             env=shelfsync_env(config_dir),
