@@ -139,7 +139,8 @@ def serve(
     in_process = workers == 1 and server is AsgiServer.UVICORN
     try:
         if in_process:
-            application = create_app(settings)
+            # uvicorn sends any bytes-like body: ranges go out from their read buffers.
+            application = create_app(settings, buffer_bodies=True)
         else:
             # Migrate and make the secret once, here, before the workers race for it.
             open_database(settings).dispose()

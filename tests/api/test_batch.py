@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shelfsync.content_hash import EMPTY_HASH, hash_bytes
 from shelfsync.server.settings import Settings
+from shelfsync.server.storage.contents import ContentRepository
 from tests.api.conftest import FAST_HASHING, Account
 
 V1 = "/api/v1/sync"
@@ -122,6 +124,22 @@ def object_file(app: FastAPI, content_hash: str) -> Path:
     return path
 
 
+def inline_bytes(app: FastAPI, content_hash: str) -> bytes | None:
+    """The content's bytes if it is stored in the database (content_data)."""
+    with app.state.services.db.read() as tx:
+        data: bytes | None = ContentRepository(tx).inline_one(content_hash)
+    return data
+
+
+def stored_bytes(app: FastAPI, content_hash: str) -> bytes | None:
+    """The content's bytes wherever the server stores them (database or file), or None."""
+    data = inline_bytes(app, content_hash)
+    if data is not None:
+        return data
+    path = object_file(app, content_hash)
+    return path.read_bytes() if path.is_file() else None
+
+
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_batch_lands_every_file_as_applied_and_stores_its_bytes(
     app: FastAPI, client: TestClient, laptop: Device, prefix: str
@@ -133,8 +151,37 @@ def test_batch_lands_every_file_as_applied_and_stores_its_bytes(
     assert all(r["revision"] == 1 and r["id"] for r in results)
     assert feed_paths(client, laptop) == {p: hash_bytes(d) for p, d in files}
     for _, data in files[:-1]:
-        assert object_file(app, hash_bytes(data)).read_bytes() == data
+        # Small content is stored in the database, not as a file.
+        assert inline_bytes(app, hash_bytes(data)) == data
+        assert not object_file(app, hash_bytes(data)).exists()
     assert not list(app.state.services.blobs.uploads.iterdir())  # nothing staged left
+
+
+@with_settings(inline_max_bytes=1000)
+def test_content_over_the_inline_limit_is_stored_as_a_file(
+    app: FastAPI, client: TestClient, laptop: Device
+) -> None:
+    small, limit, large = data_of(1, 999), data_of(2, 1000), data_of(3, 1001)
+    results = upload(client, laptop, [("s", small), ("l", limit), ("x", large)])
+    assert [r["status"] for r in results] == ["applied"] * 3
+    assert inline_bytes(app, hash_bytes(small)) == small
+    assert inline_bytes(app, hash_bytes(limit)) == limit
+    assert inline_bytes(app, hash_bytes(large)) is None
+    assert object_file(app, hash_bytes(large)).read_bytes() == large
+    assert not object_file(app, hash_bytes(small)).exists()
+    for path, data in (("s", small), ("l", limit), ("x", large)):
+        assert client.get(f"{V1}/download/{path}", headers=laptop.headers).content == data
+    assert not list(app.state.services.blobs.uploads.iterdir())
+
+
+@with_settings(inline_max_bytes=0)
+def test_with_inline_storage_off_every_content_is_a_file(
+    app: FastAPI, client: TestClient, laptop: Device
+) -> None:
+    data = data_of(1, 100)
+    upload(client, laptop, [("a", data)])
+    assert inline_bytes(app, hash_bytes(data)) is None
+    assert object_file(app, hash_bytes(data)).read_bytes() == data
 
 
 def test_batch_again_is_unchanged_and_a_known_content_is_not_stored_twice(
@@ -144,6 +191,29 @@ def test_batch_again_is_unchanged_and_a_known_content_is_not_stored_twice(
     assert [r["status"] for r in upload(client, laptop, files)] == ["applied"] * 3
     again = upload(client, laptop, files)
     assert [r["status"] for r in again] == ["unchanged"] * 3
+
+
+def test_identical_content_is_stored_once_across_users(
+    app: FastAPI,
+    client: TestClient,
+    laptop: Device,
+    bob: Account,
+    make_device: Callable[[Account, str], Device],
+) -> None:
+    """Dedupe of inline content: one content_data row, held by each user that sent it."""
+    data = data_of(9)
+    bobs = make_device(bob, "bobs")
+    upload(client, laptop, [("a", data), ("b", data)])
+    upload(client, bobs, [("c", data)])
+    with app.state.services.db.read() as tx:
+        count = tx.exec_driver_sql(
+            "SELECT count(*) FROM content_data WHERE content_hash = '" + hash_bytes(data) + "'"
+        ).scalar_one()
+        holders = tx.exec_driver_sql(
+            "SELECT count(*) FROM user_contents WHERE content_hash = '" + hash_bytes(data) + "'"
+        ).scalar_one()
+    assert (count, holders) == (1, 2)
+    assert client.get(f"{V1}/download/c", headers=bobs.headers).content == data
 
 
 def test_a_hash_mismatch_rejects_that_file_and_the_others_land(
@@ -158,8 +228,8 @@ def test_a_hash_mismatch_rejects_that_file_and_the_others_land(
     assert second["status"] == "rejected"
     assert second["error"]["code"] == "hash_mismatch"
     assert feed_paths(client, laptop) == {"good": hash_bytes(good)}
-    assert not object_file(app, hash_bytes(claimed)).exists()
-    assert not object_file(app, hash_bytes(bad)).exists()
+    for content in (claimed, bad):
+        assert stored_bytes(app, hash_bytes(content)) is None
 
 
 def test_a_mismatch_does_not_stop_a_later_entry_with_the_same_content(
@@ -232,7 +302,7 @@ def test_a_truncated_body_keeps_nothing(
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == code
     assert feed_paths(client, laptop) == {}
-    assert not object_file(app, hash_bytes(data_of(1))).exists()
+    assert stored_bytes(app, hash_bytes(data_of(1))) is None
     assert not list(app.state.services.blobs.uploads.iterdir())
 
 
@@ -300,6 +370,7 @@ def test_a_batch_needs_a_device_and_a_token(client: TestClient, alice: Account) 
     assert as_user.json()["code"] == "device_required"
 
 
+@with_settings(inline_max_bytes=0)  # content as files: syncfs is on the way
 def test_a_storage_failure_is_503_and_keeps_nothing(
     app: FastAPI, client: TestClient, laptop: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,3 +481,124 @@ def test_batch_download_is_only_for_the_callers_library(
     assert data == b""
     anonymous = client.post(f"{V1}/download/batch", json={"files": [{"path": "secret"}]})
     assert anonymous.status_code == 401
+
+
+# -- inline content (stored in the database) -------------------------------------
+
+
+class _DiskFull(Exception):
+    """What the drivers raise for a full disk: SQLITE_FULL, PostgreSQL's 53100."""
+
+    sqlite_errorcode = 13
+    sqlstate = "53100"
+
+
+class _IoError(Exception):
+    sqlite_errorcode = 10  # SQLITE_IOERR
+    sqlstate = "58030"  # io_error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [(_DiskFull, 507, "insufficient_storage"), (_IoError, 503, "unavailable")],
+    ids=["disk_full", "io_error"],
+)
+def test_a_database_failure_storing_inline_content_keeps_nothing(
+    app: FastAPI,
+    client: TestClient,
+    laptop: Device,
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[Exception],
+    status: int,
+    code: str,
+) -> None:
+    def broken(self: ContentRepository, data: dict[str, bytes]) -> None:
+        raise sa.exc.OperationalError("INSERT INTO content_data", {}, error("failed"))
+
+    monkeypatch.setattr(ContentRepository, "add_data_many", broken)
+    files = [("a", data_of(1)), ("b", data_of(2))]
+    body = body_of([entry(p, d) for p, d in files], [d for _, d in files])
+    response = post_batch(client, laptop, body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert response.headers["retry-after"]
+    monkeypatch.undo()
+    assert feed_paths(client, laptop) == {}
+    for _, data in files:
+        assert stored_bytes(app, hash_bytes(data)) is None
+    assert not list(app.state.services.blobs.uploads.iterdir())
+    # Once the database takes writes again, the same batch lands.
+    assert [r["status"] for r in upload(client, laptop, files)] == ["applied"] * 2
+
+
+@with_settings(inline_max_bytes=1000)
+def test_batch_download_mixes_inline_and_file_content(
+    app: FastAPI, client: TestClient, laptop: Device
+) -> None:
+    files = [(f"m/{i}", data_of(i, size)) for i, size in enumerate([10, 999, 1000, 1001, 3000])]
+    upload(client, laptop, files)
+    assert [inline_bytes(app, hash_bytes(d)) is not None for _, d in files] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    wanted = [{"path": p} for p, _ in reversed(files)] + [{"path": "m/0"}]
+    response = client.post(f"{V1}/download/batch", json={"files": wanted}, headers=laptop.headers)
+    assert response.status_code == 200
+    frames = read_frames(response.content)
+    expected = [*reversed(files), files[0]]
+    assert [(h["path"], h["status"]) for h, _ in frames] == [(p, "ok") for p, _ in expected]
+    assert [got for _, got in frames] == [d for _, d in expected]
+
+
+def test_batch_download_reads_inline_content_a_group_at_a_time(
+    app: FastAPI, client: TestClient, laptop: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One query per piece of about 1 MiB of entries: neither one per file nor
+    every file's bytes at once."""
+    files = [(f"g/{i:02d}", data_of(i, 60_000)) for i in range(60)]  # 3.6 MB, all inline
+    for start in range(0, len(files), 15):
+        upload(client, laptop, files[start : start + 15])
+    reads: list[int] = []
+    real = ContentRepository.inline_data
+
+    def counted(self: ContentRepository, hashes: set[str]) -> dict[str, bytes]:
+        found = real(self, hashes)
+        reads.append(sum(len(d) for d in found.values()))
+        return found
+
+    monkeypatch.setattr(ContentRepository, "inline_data", counted)
+    response = client.post(
+        f"{V1}/download/batch",
+        json={"files": [{"path": p} for p, _ in files]},
+        headers=laptop.headers,
+    )
+    assert [got for _, got in read_frames(response.content)] == [d for _, d in files]
+    assert 3 <= len(reads) <= 5
+    assert max(reads) <= 1024 * 1024 + 60_000
+
+
+def test_batch_download_of_inline_content_collected_meanwhile_fails_that_entry(
+    app: FastAPI, client: TestClient, laptop: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone, kept = data_of(1), data_of(2)
+    upload(client, laptop, [("gone", gone), ("kept", kept)])
+    downloads = app.state.services.downloads
+    real = downloads.inline_data
+    monkeypatch.setattr(
+        downloads,
+        "inline_data",
+        lambda hashes: {h: d for h, d in real(hashes).items() if h != hash_bytes(gone)},
+    )
+    response = client.post(
+        f"{V1}/download/batch",
+        json={"files": [{"path": "gone"}, {"path": "kept"}]},
+        headers=laptop.headers,
+    )
+    (first, first_bytes), (second, second_bytes) = read_frames(response.content)
+    assert first["status"] == "error"
+    assert first["error"]["code"] == "storage_unavailable"
+    assert first_bytes == b""
+    assert (second["status"], second_bytes) == ("ok", kept)

@@ -32,11 +32,18 @@ MTIME = "2024-01-02T03:04:05.678Z"
 MTIME_HTTP = "Tue, 02 Jan 2024 03:04:05 GMT"
 
 
-def store_content(app: FastAPI, user_id: str, data: bytes) -> str:
-    """Put bytes in the blob store (as a finished upload would) and give them to a user."""
+def store_content(app: FastAPI, user_id: str, data: bytes, *, inline: bool = False) -> str:
+    """Put bytes in the blob store (as a finished upload would) and give them to a
+    user; `inline`: in the database instead, as a batch upload stores small content."""
     services = app.state.services
     blobs: BlobStore = services.blobs
     content_hash = hash_bytes(data)
+    if inline:
+        with services.db.write() as tx:
+            contents = ContentRepository(tx)
+            contents.add(user_id=user_id, content_hash=content_hash, size=len(data), now=utcnow())
+            contents.add_data(content_hash, data)
+        return content_hash
     if data:
         session_id = str(uuid.uuid4())
         blobs.create_session_file(session_id, len(data))
@@ -74,8 +81,12 @@ class Library:
         self.revisions[result["path"]] = result["revision"]
         return result
 
-    def put(self, path: str, data: bytes, *, mtime: str | None = MTIME) -> dict[str, Any]:
-        content_hash = store_content(self.app, self.user_id, data) if data else EMPTY_HASH
+    def put(
+        self, path: str, data: bytes, *, mtime: str | None = MTIME, inline: bool = False
+    ) -> dict[str, Any]:
+        content_hash = (
+            store_content(self.app, self.user_id, data, inline=inline) if data else EMPTY_HASH
+        )
         return self.report(
             {
                 "op": "upsert",
@@ -255,6 +266,75 @@ def test_content_missing_from_disk_is_503_not_500(lib: Library) -> None:
     response = get(lib, "lost.bin")
     assert_problem(response, 503, "storage_unavailable")
     assert "retry-after" in response.headers
+
+
+def make_inline(app: FastAPI, data: bytes) -> None:
+    """Move stored content from its file into the database (as if a batch had stored it)."""
+    services = app.state.services
+    content_hash = hash_bytes(data)
+    with services.db.write() as tx:
+        ContentRepository(tx).add_data(content_hash, data)
+    services.blobs.object_path(content_hash).unlink()
+
+
+def test_inline_content_downloads_with_the_same_headers_as_a_file(lib: Library) -> None:
+    lib.put("notes.txt", DATA)
+    cases: list[dict[str, str]] = [
+        {},
+        {"Range": "bytes=10-19"},
+        {"Range": "bytes=-5"},
+        {"Range": "bytes=0-1,500-510,990-"},
+        {"Range": "bytes=2000-"},
+        {"If-None-Match": f'"{hash_bytes(DATA)}"'},
+        {"If-Match": '"other"'},
+        {"Range": "bytes=0-9", "If-Range": '"other"'},
+    ]
+
+    def answers() -> list[tuple[int, list[tuple[str, str]], bytes]]:
+        out = []
+        for extra in cases:
+            for method in ("GET", "HEAD"):
+                r = lib.client.request(
+                    method, url("notes.txt") + "?route", headers={**lib.headers, **extra}
+                )
+                boundary = re.search(r"boundary=([0-9a-f]{32})", r.headers.get("content-type", ""))
+                body, headers = r.content, list(r.headers.multi_items())
+                if boundary:
+                    body = body.replace(boundary[1].encode(), b"B")
+                    headers = [(k, v.replace(boundary[1], "B")) for k, v in headers]
+                out.append((r.status_code, headers, body))
+        return out
+
+    as_file = answers()
+    make_inline(lib.app, DATA)
+    assert not lib.app.state.services.blobs.has(hash_bytes(DATA))
+    assert answers() == as_file
+    whole = get(lib, "notes.txt")
+    assert whole.content == DATA
+    assert whole.headers["content-length"] == str(len(DATA))
+    assert [s for s, _, _ in as_file][:10] == [200, 200, 206, 206, 206, 206, 206, 206, 416, 416]
+    assert [s for s, _, _ in as_file][10:] == [304, 304, 412, 412, 200, 200]
+
+
+def test_a_retained_revision_of_inline_content_downloads(lib: Library) -> None:
+    lib.put("a.txt", b"first version", inline=True)
+    lib.put("a.txt", DATA, inline=True)
+    old = lib.client.get(url("a.txt") + "?revision=1", headers=lib.headers)
+    assert old.status_code == 200
+    assert old.content == b"first version"
+    assert old.headers["etag"] == f'"{hash_bytes(b"first version")}"'
+    assert get(lib, "a.txt").content == DATA
+
+
+def test_inline_content_that_disagrees_with_its_record_is_503(lib: Library) -> None:
+    lib.put("short.bin", DATA, inline=True)
+    with lib.app.state.services.db.write() as tx:
+        tx.exec_driver_sql(
+            "UPDATE content_data SET data = "
+            + ("X'00'" if lib.app.state.services.db.is_sqlite else "'\\x00'::bytea")
+        )
+    assert_problem(get(lib, "short.bin"), 503, "storage_unavailable")
+    assert_problem(get(lib, "short.bin", range="bytes=0-0"), 503, "storage_unavailable")
 
 
 def test_content_shorter_on_disk_than_recorded_is_503(lib: Library) -> None:

@@ -9,6 +9,7 @@ must agree in status, headers and body (the random multipart boundary aside).
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,14 +21,16 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from shelfsync.content_hash import hash_bytes
+from shelfsync.server.api import file_responses
 from shelfsync.server.api.routes import download
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.services.auth import Principal
 from shelfsync.server.services.devices import DeviceChanges
 from shelfsync.server.services.tokens import TokenIssuer
+from shelfsync.server.storage.engine import WouldBlock
 from shelfsync.server.storage.secret_file import load_or_create_secret
 from tests.api.conftest import Account
-from tests.api.test_download import DATA, Library, make_library, url
+from tests.api.test_download import DATA, Library, make_inline, make_library, url
 
 __all__ = ["make_library"]  # the fixture, imported for pytest
 
@@ -53,13 +56,21 @@ def _answer(response: httpx.Response) -> Answer:
 
 @pytest.fixture
 def lane_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the lane served (so each comparison knows it compared the two)."""
+    """The paths the lane served (so each comparison knows it compared the two);
+    a try on the event loop that would block (and is asked again) is not counted."""
     calls: list[str] = []
     real = download._serve_lean
 
     def spy(*args: object, **kwargs: object) -> object:
+        try:
+            answer = real(*args, **kwargs)  # type: ignore[arg-type]
+        except WouldBlock:
+            raise
+        except BaseException:
+            calls.append(args[2].path)  # type: ignore[attr-defined]
+            raise
         calls.append(args[2].path)  # type: ignore[attr-defined]
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return answer
 
     monkeypatch.setattr(download, "_serve_lean", spy)
     return calls
@@ -193,6 +204,58 @@ def test_lane_answers_missing_content_as_the_route(lib: Library, compare: Compar
         )
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_lane_answers_inline_content_as_the_route_and_as_its_file(
+    lib: Library, compare: Compare, method: str
+) -> None:
+    """Small content stored in the database: the lane (its one statement reads
+    the bytes too) and the route answer alike, and as they did for the file."""
+    lib.put("dir/data.bin", DATA)
+    lib.put("notes.txt", b"hello")
+    etag = f'"{hash_bytes(DATA)}"'
+    auth = list(lib.headers.items())
+    cases: list[tuple[str, list[tuple[str, str]]]] = [
+        (url("dir/data.bin"), auth),
+        (url("notes.txt"), auth),
+        *((url("dir/data.bin"), [*auth, ("Range", r)]) for r in RANGES),
+        *(
+            (url("dir/data.bin"), [*auth, *c])
+            for c in (
+                [("If-None-Match", etag)],
+                [("If-None-Match", '"other"')],
+                [("If-Match", '"other"')],
+                [("If-Modified-Since", "Tue, 02 Jan 2024 03:04:05 GMT")],
+                [("Range", "bytes=0-9"), ("If-Range", etag)],
+                [("Range", "bytes=0-9"), ("If-Range", '"other"')],
+            )
+        ),
+    ]
+    as_files = [compare(method, target, headers) for target, headers in cases]
+    make_inline(lib.app, DATA)
+    make_inline(lib.app, b"hello")
+    assert [compare(method, target, headers) for target, headers in cases] == as_files
+    assert as_files[0].status == 200
+    if method == "GET":
+        assert as_files[0].body == DATA
+
+
+def test_lane_answers_broken_inline_content_as_the_route(lib: Library, compare: Compare) -> None:
+    lib.put("short.bin", DATA, inline=True)
+    with lib.app.state.services.db.write() as tx:
+        tx.exec_driver_sql("DELETE FROM content_data")
+        tx.exec_driver_sql(
+            "INSERT INTO content_data (content_hash, data) VALUES ('"
+            + hash_bytes(DATA)
+            + "', "
+            + ("X'00'" if lib.app.state.services.db.is_sqlite else "'\\x00'::bytea")
+            + ")"
+        )
+    assert compare("GET", url("short.bin")).status == 503
+    assert compare(
+        "GET", url("short.bin"), [*lib.headers.items(), ("Range", "bytes=0-0")]
+    ).status == (503)
+
+
 def test_lane_refuses_a_revoked_device_at_once(lib: Library, compare: Compare) -> None:
     lib.put("data.bin", DATA)
     assert compare("GET", url("data.bin")).status == 200
@@ -251,3 +314,74 @@ def test_lane_requests_are_counted_under_the_route_template(lib: Library) -> Non
     for prefix in PREFIXES:
         assert counts[("GET", f"{prefix}/download/{{path}}", "200")] == 1
         assert counts[("HEAD", f"{prefix}/download/{{path}}", "404")] == 1
+
+
+def test_lane_answers_on_the_event_loop_on_sqlite(
+    lib: Library, compare: Compare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker thread for the statement and a range in the page cache on
+    SQLite; PostgreSQL (a round trip of any length) goes to one."""
+    lib.put("data.bin", DATA)
+    compare("GET", url("data.bin"))  # writes last_seen_at: a worker thread
+    hops: list[object] = []
+    real = download.run_in_threadpool
+
+    async def counted(func: Callable[..., object], *args: object, **kwargs: object) -> object:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(download, "run_in_threadpool", counted)
+    answer = lib.client.get(url("data.bin"), headers={**lib.headers, "Range": "bytes=10-99"})
+    assert (answer.status_code, answer.content) == (206, DATA[10:100])
+    assert len(hops) == (0 if lib.app.state.services.db.reads_nowait else 1)
+
+
+def _eagain(*args: object) -> int:
+    raise BlockingIOError(errno.EAGAIN, "not in the page cache")
+
+
+def _unsupported(*args: object) -> int:
+    raise OSError(errno.EOPNOTSUPP, "RWF_NOWAIT not supported")
+
+
+def _partly(*args: object) -> int:
+    return 1  # only the first page was in the page cache
+
+
+@pytest.mark.parametrize("preadv", [_eagain, _unsupported, _partly])
+def test_lane_reads_a_range_not_in_the_page_cache_when_sending_it(
+    lib: Library, compare: Compare, monkeypatch: pytest.MonkeyPatch, preadv: Callable[..., int]
+) -> None:
+    lib.put("data.bin", DATA)
+    monkeypatch.setattr(file_responses.os, "preadv", preadv)
+    for range_header in ["bytes=0-99", "bytes=990-", "bytes=-10"]:
+        answer = compare("GET", url("data.bin"), [*lib.headers.items(), ("Range", range_header)])
+        assert answer.status == 206
+
+
+@pytest.mark.parametrize("buffer_body", [True, False])
+def test_lane_sends_a_range_from_its_read_buffer_where_the_server_takes_one(
+    lib: Library, buffer_body: bool
+) -> None:
+    services = lib.app.state.services
+    if not services.db.reads_nowait:
+        pytest.skip("PostgreSQL: answered in a worker thread")
+    lib.put("data.bin", DATA)
+    assert lib.client.get(url("data.bin"), headers=lib.headers).status_code == 200  # last_seen_at
+    scope = {
+        "path": "/api/v1/sync/download/data.bin",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", lib.headers["Authorization"].encode()),
+            (b"range", b"bytes=3-40"),
+        ],
+    }
+    lean = download._lean_request(scope, ("/api/v1/sync/download/",))
+    assert lean is not None
+    response = download._serve_lean(
+        services, scope, lean, body=True, nowait=True, buffer_body=buffer_body
+    )
+    assert isinstance(response, file_responses.RangesResponse)
+    assert response._data == DATA[3:41]
+    assert type(response._data) is (bytearray if buffer_body else bytes)

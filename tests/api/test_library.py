@@ -5,6 +5,7 @@ tickets and the cookie session."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -397,6 +398,35 @@ def test_a_ticket_downloads_exactly_one_revision(
     ).json()
     assert current["revision"] == 2
     assert client.get(current["url"]).content == b"version two!"
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "file"])
+def test_a_ticket_downloads_small_content_wherever_it_is_stored(
+    app: FastAPI,
+    client: TestClient,
+    alice_user: SyncUser,
+    laptop: SyncDevice,
+    monkeypatch: pytest.MonkeyPatch,
+    inline: bool,
+) -> None:
+    """Small content is stored in the database by default; a ticket sends it
+    (whole, or one range) exactly as it sends a file."""
+    uploads = app.state.services.uploads
+    if not inline:
+        monkeypatch.setattr(uploads, "limits", replace(uploads.limits, inline_max_bytes=0))
+    data = b"some small content"
+    put(laptop, "a.txt", data)
+    assert app.state.services.blobs.has(hash_bytes(data)) is not inline
+    issued = client.post(
+        f"{LIB}/download-tickets", json={"path": "a.txt"}, headers=alice_user.headers
+    ).json()
+    whole = client.get(issued["url"])
+    assert (whole.status_code, whole.content) == (200, data)
+    assert whole.headers["content-length"] == str(len(data))
+    assert whole.headers["etag"] == f'"{hash_bytes(data)}"'
+    part = client.get(issued["url"], headers={"Range": "bytes=5-"})
+    assert (part.status_code, part.content) == (206, data[5:])
+    assert part.headers["content-range"] == f"bytes 5-{len(data) - 1}/{len(data)}"
 
 
 def test_forged_expired_or_misused_tickets_are_refused(

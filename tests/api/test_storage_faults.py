@@ -40,7 +40,7 @@ from shelfsync.server.app import create_app
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage import blobs as blobs_module
 from shelfsync.server.storage.engine import Database
-from shelfsync.server.storage.tables import contents, upload_sessions
+from shelfsync.server.storage.tables import content_data, contents, upload_sessions
 from tests.api.conftest import FAST_HASHING
 from tests.api.sync_support import SyncDevice, SyncDriver
 
@@ -200,14 +200,19 @@ class Uploader:
 
 
 def check_store(app: FastAPI, db: Database) -> None:
-    """Every object file hashes to its name; every contents row has its file."""
+    """Every object file hashes to its name; every contents row has its file, or
+    its bytes in the database (small content) hashing to it."""
     store = app.state.services.blobs
     for path in store.objects.rglob("*"):
         if path.is_file():
             assert hash_file(path) == path.name, f"damaged object {path}"
     with db.read() as tx:
         hashes = [str(r[0]) for r in tx.execute(sa.select(contents.c.content_hash))]
+        inline = {str(h): bytes(d) for h, d in tx.execute(sa.select(content_data))}
     for content_hash in hashes:
+        if content_hash in inline:
+            assert hash_bytes(inline[content_hash]) == content_hash
+            continue
         path = store.object_path(content_hash)
         assert path.is_file(), f"contents row {content_hash} has no file"
         assert hash_file(path) == content_hash

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import random
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from fastapi.testclient import TestClient
 from shelfsync.content_hash import BLOCK_SIZE, hash_bytes, hash_file
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.settings import Settings
+from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.tables import contents, upload_chunks, upload_sessions
 from tests.api.conftest import FAST_HASHING, Account
@@ -190,7 +193,12 @@ def up(client: TestClient) -> Uploader:
 
 
 def stored(app: FastAPI, content_hash: str) -> bytes:
-    """The bytes of a stored content, after checking its file hashes right."""
+    """The bytes of a stored content, after checking its file hashes right (or,
+    for small content, stored in the database, its bytes)."""
+    inline = inline_bytes(app, content_hash)
+    if inline is not None:
+        assert hash_bytes(inline) == content_hash
+        return inline
     path = app.state.services.blobs.object_path(content_hash)
     assert hash_file(path) == content_hash
     return bytes(path.read_bytes())
@@ -300,6 +308,7 @@ def test_session_shape_chunk_size_and_expiry(app: FastAPI, up: Uploader, laptop:
     done = up.upload(laptop, "small.bin", small, chunk_size=None)
     assert (done["session"]["chunk_size"], done["session"]["chunk_count"]) == (8 * MIB, 1)
     assert stored(app, hash_bytes(small)) == small
+    assert inline_bytes(app, hash_bytes(small)) == small  # small: stored in the database
     # An empty file has no chunk at all.
     empty = up.session(laptop, "empty.txt", b"")
     assert (empty["chunk_count"], empty["received"]) == (0, [])
@@ -887,3 +896,115 @@ def test_creation_validates(up: Uploader, laptop: Device, alice: Account) -> Non
     # ...unless X-Device-ID names one of the user's devices.
     with_header = post(base, {**alice.headers, "X-Device-ID": laptop.id})
     assert with_header.status_code == 200, with_header.text
+
+
+# -- small content is stored in the database -----------------------------------------
+
+
+BATCH = "application/vnd.shelfsync.batch"
+
+
+def inline_bytes(app: FastAPI, content_hash: str) -> bytes | None:
+    with app.state.services.db.read() as tx:
+        data: bytes | None = ContentRepository(tx).inline_one(content_hash)
+    return data
+
+
+def batch_upload(client: TestClient, device: Device, files: list[tuple[str, bytes]]) -> list[Json]:
+    manifest = json.dumps(
+        {
+            "files": [
+                {"path": p, "size": len(d), "content_hash": hash_bytes(d), "base_revision": None}
+                for p, d in files
+            ]
+        }
+    ).encode()
+    body = struct.pack(">I", len(manifest)) + manifest + b"".join(d for _, d in files)
+    response = client.post(
+        f"{V1}/upload/batch", content=body, headers={**device.headers, "Content-Type": BATCH}
+    )
+    assert response.status_code == 200, response.text
+    results: list[Json] = response.json()["results"]
+    return results
+
+
+def content_data_rows(db: Database) -> int:
+    with db.read() as tx:
+        return int(tx.exec_driver_sql("SELECT count(*) FROM content_data").scalar_one())
+
+
+def test_a_small_session_is_stored_inline_at_complete(
+    app: FastAPI, db: Database, up: Uploader, laptop: Device
+) -> None:
+    small = payload(50_000, seed=70)
+    session = up.session(laptop, "small.bin", small)
+    assert up.put_chunk(laptop, session, small, 0).status_code == 200
+    done = up.complete(laptop, session["id"])
+    assert done.status_code == 200, done.text
+    assert done.json()["result"]["status"] == "applied"
+    assert inline_bytes(app, hash_bytes(small)) == small
+    assert not app.state.services.blobs.has(hash_bytes(small))
+    assert not session_file(app, session["id"]).exists()
+    # Complete again answers the same; the download finds the bytes.
+    assert up.complete(laptop, session["id"]).json() == done.json()
+    got = up.client.get(f"{V1}/download/small.bin", headers=laptop.headers)
+    assert got.content == small
+    assert list(app.state.services.blobs.uploads.iterdir()) == []
+    assert content_data_rows(db) == 1
+
+
+def test_inline_content_is_stored_once_across_batch_and_session_uploads(
+    app: FastAPI,
+    db: Database,
+    client: TestClient,
+    up: Uploader,
+    laptop: Device,
+    bob: Account,
+    make_device: Callable[[Account, str], Device],
+) -> None:
+    bobs = make_device(bob, "bobs")
+    first, second = payload(3000, seed=71), payload(4000, seed=72)
+    # Batch first, then sessions: alice's own session is deduplicated at once;
+    # bob sends the bytes (dedupe never crosses users) and nothing new is stored.
+    assert batch_upload(client, laptop, [("a", first)])[0]["status"] == "applied"
+    mine = up.session(laptop, "again", first)
+    assert mine["received"] == [0]  # deduplicated: nothing to send
+    assert up.complete(laptop, mine["id"]).status_code == 200
+    assert up.upload(bobs, "b", first)["result"]["status"] == "applied"
+    # A session first, then a batch of the same content by another user.
+    assert up.upload(bobs, "c", second)["result"]["status"] == "applied"
+    assert batch_upload(client, laptop, [("d", second)])[0]["status"] == "applied"
+
+    assert content_data_rows(db) == 2
+    with db.read() as tx:
+        holders = tx.exec_driver_sql("SELECT count(*) FROM user_contents").scalar_one()
+    assert holders == 4
+    for content in (first, second):
+        assert inline_bytes(app, hash_bytes(content)) == content
+        assert not app.state.services.blobs.has(hash_bytes(content))
+    for device, path, content in (
+        (laptop, "again", first),
+        (bobs, "b", first),
+        (bobs, "c", second),
+        (laptop, "d", second),
+    ):
+        assert client.get(f"{V1}/download/{path}", headers=device.headers).content == content
+    assert list(app.state.services.blobs.uploads.iterdir()) == []
+
+
+def test_a_delta_upload_reuses_a_block_of_inline_content(
+    app: FastAPI, db: Database, client: TestClient, up: Uploader, laptop: Device
+) -> None:
+    """A new file whose last 4 MiB block is a small file's whole content: that
+    block is copied server-side from the database."""
+    small = payload(20_000, seed=73)
+    assert batch_upload(client, laptop, [("small.txt", small)])[0]["status"] == "applied"
+    assert inline_bytes(app, hash_bytes(small)) == small
+    big = payload(4 * MIB, seed=74) + small
+    session = up.session(laptop, "big.bin", big, with_blocks=True)
+    assert session["received"] == [1]
+    assert up.put_chunk(laptop, session, big, 0).status_code == 200
+    done = up.complete(laptop, session["id"])
+    assert done.status_code == 200, done.text
+    assert stored(app, hash_bytes(big)) == big
+    assert client.get(f"{V1}/download/big.bin", headers=laptop.headers).content == big

@@ -3,8 +3,9 @@
 One `shelfsync serve` process (SQLite) is killed with `kill -9` at random,
 seeded moments, `SHELFSYNC_KILL_LOOPS` times (default 5; a soak run sets 50),
 while a client thread does, round after round: a report of 200 changes,
-an upload (create, chunk PUTs, complete), a conflicting report and its
-resolution. The client retries whatever did not get an answer until it does.
+an upload (create, chunk PUTs, complete), a batch upload of small files and
+an upload of one small file (both stored in the database), a conflicting
+report and its resolution. The client retries whatever did not get an answer until it does.
 
 After every kill, on the data the dead process left:
 
@@ -13,7 +14,9 @@ After every kill, on the data the dead process left:
   current state or in history, completed uploads' items exist with their
   content, resolved conflicts are resolved that way;
 - every object file's content hash equals its name (nothing half-written), and
-  no `contents` row points at a missing file.
+  no `contents` row points at missing bytes: each has its file, or, for small
+  content stored in the database, a `content_data` row that hashes to it;
+  every acknowledged small content is there.
 
 After every restart, every acknowledged chunk is listed in its session's
 `received`. At the end the client has finished all its work, by retrying.
@@ -21,10 +24,12 @@ After every restart, every acknowledged chunk is listed in its session's
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -48,6 +53,7 @@ PASSWORD = "correct horse battery"
 MIB = 1024 * 1024
 CHUNK = 4 * MIB
 BATCH = 200
+SMALL_FILES = 20
 START_TIMEOUT_S = 30.0
 CALL_DEADLINE_S = 60.0
 KILL_LOOPS = int(os.environ.get("SHELFSYNC_KILL_LOOPS", "5"))
@@ -152,6 +158,8 @@ class Ledger:
     # (session id, item id, revision, content hash)
     completed: list[tuple[str, str, int, str]] = field(default_factory=list)
     resolved: list[tuple[str, str]] = field(default_factory=list)
+    # content hashes of small files a batch upload acknowledged
+    stored: list[str] = field(default_factory=list)
 
     def add(self, name: str, entry: Any) -> None:
         with self.lock:
@@ -164,6 +172,7 @@ class Ledger:
                 chunks=list(self.chunks),
                 completed=list(self.completed),
                 resolved=list(self.resolved),
+                stored=list(self.stored),
             )
 
 
@@ -223,7 +232,43 @@ class Client:
         self.report_batch(r)
         path, data = f"up/r{r}.bin", random.Random(r).randbytes(2 * CHUNK + 1013 * r + 1)
         self.upload(path, data)
+        self.batch_upload(r)
+        # A small session: stored in the database at `complete`.
+        self.upload(f"up/s{r}.txt", random.Random(-r).randbytes(5000 + r))
         self.conflict(path, RESOLUTIONS[r % len(RESOLUTIONS)])
+
+    def batch_upload(self, r: int) -> None:
+        files = [
+            (f"small/r{r}-{i:02}.txt", random.Random(1000 * r + i).randbytes(1000 + 37 * i))
+            for i in range(SMALL_FILES)
+        ]
+        manifest = json.dumps(
+            {
+                "files": [
+                    {
+                        "path": p,
+                        "size": len(d),
+                        "content_hash": hash_bytes(d),
+                        "base_revision": None,
+                    }
+                    for p, d in files
+                ]
+            }
+        ).encode()
+        body = struct.pack(">I", len(manifest)) + manifest + b"".join(d for _, d in files)
+        results = self.call(
+            "POST",
+            "/upload/batch",
+            content=body,
+            headers={"Content-Type": "application/vnd.shelfsync.batch"},
+        )["results"]
+        assert len(results) == SMALL_FILES
+        for (_, data), result in zip(files, results, strict=True):
+            # A retry of a batch that landed answers `unchanged`.
+            assert result["status"] in ("applied", "unchanged"), result
+            if result["status"] == "applied":
+                self.ledger.add("revisions", (result["id"], result["revision"]))
+            self.ledger.add("stored", hash_bytes(data))
 
     def report_batch(self, r: int) -> None:
         changes = [
@@ -325,18 +370,30 @@ def check_dead_state(server: Server, ledger: Ledger) -> None:
     for conflict_id, resolution in ledger.resolved:
         status, stored = conflict_rows[conflict_id]
         assert (status, stored) == ("resolved", resolution), conflict_id
-    check_objects(server)
+    recorded = check_objects(server)
+    for content_hash in ledger.stored:
+        assert content_hash in recorded, f"acknowledged small content {content_hash} lost"
 
 
-def check_objects(server: Server) -> None:
+def check_objects(server: Server) -> set[str]:
+    """Every object file whole; every contents row's bytes there and right (in
+    its file, or in the database for small content). Answers the recorded hashes."""
     blobs = BlobStore(server.blobs_root)
     for path in blobs.objects.rglob("*"):
         if path.is_file():
             assert hash_file(path) == path.name, f"half-written object file {path}"
+    inline = dict(server.query("SELECT content_hash, data FROM content_data"))
+    recorded: set[str] = set()
     for (content_hash,) in server.query("SELECT content_hash FROM contents"):
+        recorded.add(content_hash)
+        if content_hash in inline:
+            assert hash_bytes(inline[content_hash]) == content_hash, content_hash
+            continue
         path = blobs.object_path(content_hash)
         assert path.is_file(), f"contents row {content_hash} has no file"
         assert hash_file(path) == content_hash
+    assert set(inline) <= recorded, "content_data rows without their record"
+    return recorded
 
 
 def check_chunks(server: Server, headers: dict[str, str], ledger: Ledger) -> None:

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from shelfsync.server.storage import migrate
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository, path_key
 from shelfsync.server.storage.migrate import current_revision, head_revision, upgrade
@@ -165,3 +167,43 @@ def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> 
     assert [tuple(r) for r in hashes] == [(1, None), (2, path_key("a.txt"))]
     assert found is not None
     assert (found.item_id, found.path) == ("i1", "a.txt")
+
+
+@BOTH
+def test_0005_adds_the_table_of_inline_content(empty_db: Database) -> None:
+    """An existing store (its contents all files) gains `content_data`, empty;
+    on PostgreSQL its bytes are stored without compression (EXTERNAL). A
+    downgrade is refused while any content is stored inline."""
+    upgrade(empty_db, "0004")
+    with empty_db.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO contents (content_hash, size, created_at) VALUES (:h, 3, :t)"),
+            {"h": "a" * 64, "t": "2026-11-30 12:00:00"},
+        )
+    upgrade(empty_db, "0005")
+    assert _differences(empty_db, metadata) == [] or head_revision(empty_db) != "0005"
+    with empty_db.write() as tx:
+        assert tx.execute(sa.text("SELECT count(*) FROM content_data")).scalar_one() == 0
+        tx.execute(
+            sa.text("INSERT INTO content_data (content_hash, data) VALUES (:h, :d)"),
+            {"h": "a" * 64, "d": b"abc"},
+        )
+        if empty_db.dialect == "postgresql":
+            storage = tx.execute(
+                sa.text(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = 'content_data'::regclass "
+                    "AND attname = 'data'"
+                )
+            ).scalar_one()
+            assert storage == "e"
+    config = migrate._config(empty_db)
+    with pytest.raises(RuntimeError, match="content_data"):
+        command.downgrade(config, "0004")
+    assert current_revision(empty_db) == "0005"
+    with empty_db.write() as tx:
+        tx.execute(sa.text("DELETE FROM content_data"))
+    command.downgrade(config, "0004")
+    assert current_revision(empty_db) == "0004"
+    assert "content_data" not in sa.inspect(empty_db.engine).get_table_names()
+    upgrade(empty_db)
+    assert _differences(empty_db, metadata) == []

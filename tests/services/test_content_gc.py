@@ -7,6 +7,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from shelfsync.content_hash import hash_bytes
 from shelfsync.server.api.dependencies import Services
 from shelfsync.server.app import build_services
@@ -164,5 +166,84 @@ def test_a_removal_interrupted_after_commit_is_finished_at_start(
     assert trashed.exists()
     assert services.content_gc.recover() == 1
     assert not trashed.exists()
+    assert not services.blobs.has(content_hash)
+    assert os.listdir(services.blobs.trash_dir) == []
+
+
+# -- content stored in the database (small content) ------------------------------
+
+
+def _store_inline(services: Services, user: User, data: bytes) -> str:
+    """Record bytes as inline content, the way a batch upload does."""
+    content_hash = hash_bytes(data)
+    with services.db.write() as tx:
+        contents = ContentRepository(tx)
+        contents.add(user_id=user.id, content_hash=content_hash, size=len(data), now=utcnow())
+        contents.add_data(content_hash, data)
+    return content_hash
+
+
+def _inline(db: Database, content_hash: str) -> bytes | None:
+    with db.read() as tx:
+        data: bytes | None = ContentRepository(tx).inline_one(content_hash)
+    return data
+
+
+def test_inline_content_is_kept_while_referenced_and_removed_with_its_record(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    services, user, device = _services(tmp_path, database_url, db)
+    kept = _store_inline(services, user, b"small and current")
+    orphan = _store_inline(services, user, b"small and forgotten")
+    _put(services, user, device, "a.txt", b"small and current", None)
+
+    assert services.content_gc.collect(grace=NO_GRACE) == 1
+    assert _inline(db, kept) == b"small and current"
+    assert _inline(db, orphan) is None
+    with db.read() as tx:
+        assert not ContentRepository(tx).exists(orphan)
+        assert ContentRepository(tx).size_for_user(user.id, orphan) is None
+    assert services.blobs.trashed() == []
+    assert not services.blobs.has(orphan)
+
+
+def test_a_failed_removal_of_inline_content_keeps_it_whole(
+    tmp_path: Path, database_url: str, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes go in the transaction that deletes the record: a crash before
+    its commit keeps both (no trash step, nothing to recover)."""
+    services, user, _ = _services(tmp_path, database_url, db)
+    orphan = _store_inline(services, user, b"about to go")
+    real = ContentRepository.remove
+
+    def crash_after(self: ContentRepository, content_hash: str) -> None:
+        real(self, content_hash)
+        raise RuntimeError("the process died before the commit")
+
+    monkeypatch.setattr(ContentRepository, "remove", crash_after)
+    with pytest.raises(RuntimeError):
+        services.content_gc.collect(grace=NO_GRACE)
+    monkeypatch.undo()
+    assert _inline(db, orphan) == b"about to go"
+    with db.read() as tx:
+        assert ContentRepository(tx).size_for_user(user.id, orphan) == len(b"about to go")
+    assert services.content_gc.recover() == 0
+
+    assert services.content_gc.collect(grace=NO_GRACE) == 1
+    assert _inline(db, orphan) is None
+
+
+def test_content_stored_both_inline_and_as_a_file_goes_whole(
+    tmp_path: Path, database_url: str, db: Database
+) -> None:
+    """A content stored as a file once and inline later (the limit changed):
+    collection removes both copies."""
+    services, user, _ = _services(tmp_path, database_url, db)
+    content_hash = _store(services, user, b"two copies")
+    with db.write() as tx:
+        ContentRepository(tx).add_data(content_hash, b"two copies")
+
+    assert services.content_gc.collect(grace=NO_GRACE) == 1
+    assert _inline(db, content_hash) is None
     assert not services.blobs.has(content_hash)
     assert os.listdir(services.blobs.trash_dir) == []

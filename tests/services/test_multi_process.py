@@ -141,15 +141,34 @@ def test_a_job_lock_is_one_holder_at_a_time_and_free_again_after(
         assert after
 
 
+def _stored(services: Services, content_hash: str) -> bytes | None:
+    """The content's bytes wherever they are: the database (small content) or its file."""
+    with services.db.read() as tx:
+        data: bytes | None = ContentRepository(tx).inline_one(content_hash)
+    if data is None and services.blobs.has(content_hash):
+        data = services.blobs.object_path(content_hash).read_bytes()
+    return data
+
+
+# Small content as files (inline storage off), or in the database (the default).
+STORED_AS = pytest.mark.parametrize("inline_max_bytes", [0, 64 * 1024], ids=["file", "inline"])
+
+
+@STORED_AS
 def test_an_upload_completing_while_another_process_collects_its_content_keeps_it(
-    tmp_path: Path, database_url: str, db: Database, other_process: Database
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    other_process: Database,
+    inline_max_bytes: int,
 ) -> None:
     """Bob uploads bytes that Alice's unreferenced content already holds, while
     the other process's collector, which found that content unreferenced, is
     removing it. `complete` must wait for the removal and then store Bob's
-    bytes, not drop them in favour of a file about to vanish."""
-    here = _services(tmp_path, database_url, db)
-    there = _services(tmp_path, database_url, other_process)
+    bytes (as a file, or in the database), not drop them in favour of a file
+    about to vanish."""
+    here = _services(tmp_path, database_url, db, inline_max_bytes=inline_max_bytes)
+    there = _services(tmp_path, database_url, other_process, inline_max_bytes=inline_max_bytes)
     alice = here.accounts.add_user(username="alice", password="correct horse battery")
     bob = here.accounts.add_user(username="bob", password="correct horse battery")
     phone = here.devices.register(Principal(bob, None), name="phone")[0].device
@@ -189,22 +208,29 @@ def test_an_upload_completing_while_another_process_collects_its_content_keeps_i
     assert not completing.is_alive()
     assert "done" in outcome
 
-    assert here.blobs.has(content_hash)
+    assert _stored(here, content_hash) == data
+    assert here.blobs.has(content_hash) == (inline_max_bytes == 0)
     with db.read() as tx:
         assert ContentRepository(tx).size_for_user(bob.id, content_hash) == len(data)
     assert here.content_gc.collect(grace=NO_GRACE) == 0  # Bob's file references it now
 
 
+@STORED_AS
 def test_a_batch_upload_racing_the_collector_never_records_missing_bytes(
-    tmp_path: Path, database_url: str, db: Database, other_process: Database
+    tmp_path: Path,
+    database_url: str,
+    db: Database,
+    other_process: Database,
+    inline_max_bytes: int,
 ) -> None:
     """Bob's batch carries bytes that Alice's unreferenced content holds. Its
     publish finds the stored file and drops Bob's copy; right then the other
     process's collector removes that content. The batch must not record the
     content (its file is gone): that file comes back rejected, retryable, and
-    the retry stores Bob's bytes."""
-    here = _services(tmp_path, database_url, db)
-    there = _services(tmp_path, database_url, other_process)
+    the retry stores Bob's bytes. Stored in the database, Bob's bytes are kept
+    until the commit that records them: the same race just stores them."""
+    here = _services(tmp_path, database_url, db, inline_max_bytes=inline_max_bytes)
+    there = _services(tmp_path, database_url, other_process, inline_max_bytes=inline_max_bytes)
     alice = here.accounts.add_user(username="alice", password="correct horse battery")
     bob = here.accounts.add_user(username="bob", password="correct horse battery")
     phone = here.devices.register(Principal(bob, None), name="phone")[0].device
@@ -225,6 +251,13 @@ def test_a_batch_upload_racing_the_collector_never_records_missing_bytes(
     receiver = here.batch_uploads.begin(principal, [wanted])
     receiver.feed(data)
     (result,) = receiver.finish()
+    if inline_max_bytes:
+        assert result.status == "applied"
+        assert _stored(here, content_hash) == data
+        assert not here.blobs.has(content_hash)  # Alice's file went; Bob's bytes are inline
+        with db.read() as tx:
+            assert ContentRepository(tx).size_for_user(bob.id, content_hash) == len(data)
+        return
     assert result.status == "rejected"
     assert isinstance(result.error, StorageFailure)  # 503 storage_unavailable: retry
     with db.read() as tx:

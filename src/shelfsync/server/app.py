@@ -51,6 +51,7 @@ from shelfsync.server.services.web_sessions import WebSessionService
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.blobs import BlobStore
 from shelfsync.server.storage.change_channel import ChangeChannel
+from shelfsync.server.storage.contents import MAX_INLINE_BYTES
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.migrate import upgrade
 from shelfsync.server.storage.secret_file import load_or_create_secret
@@ -107,12 +108,15 @@ def build_services(
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )
     blobs = BlobStore(settings.content_dir)
+    # Small content is stored in the database (storage/contents.py), never above its bound.
+    inline_max_bytes = max(0, min(settings.inline_max_bytes, MAX_INLINE_BYTES))
     report = ReportService(db=db, notifier=notifier)
     limits = UploadLimits(
         max_file_size_bytes=settings.max_file_size_bytes,
         max_sessions_per_device=settings.max_sessions_per_device,
         quota_bytes=settings.quota_bytes,
         expiry=timedelta(seconds=settings.upload_expiry_s),
+        inline_max_bytes=inline_max_bytes,
     )
     return Services(
         db=db,
@@ -136,6 +140,7 @@ def build_services(
                 max_bytes=settings.batch_max_bytes,
                 max_file_bytes=settings.batch_max_file_bytes,
                 quota_bytes=settings.quota_bytes,
+                inline_max_bytes=inline_max_bytes,
             ),
         ),
     )
@@ -159,7 +164,12 @@ async def _maintain(services: Services, interval_s: float) -> None:
             log.exception("maintenance run failed; will retry")
 
 
-def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, db: Database | None = None, buffer_bodies: bool = False
+) -> FastAPI:
+    """The app. `buffer_bodies`: the ASGI server that runs it sends any
+    bytes-like body (uvicorn does; granian does not), so a body read into a
+    buffer needs no copy into bytes (download.DownloadLane)."""
     database = db or open_database(settings)
     notifier = ChangeNotifier()
     # PostgreSQL may be shared by several server processes: changes committed by
@@ -205,6 +215,9 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/api/docs",
         redoc_url=None,
+        # FastAPI's native OpenTelemetry asks the global providers on every
+        # request (~20 us); shelfsync's metrics are its own (/metrics, Prometheus).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.state.web_services = WebServices(
@@ -249,7 +262,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     # Innermost: a sync client's download GET/HEAD, answered as its route would,
     # without the router (per-request cost, goal 4); limits and metrics apply.
-    app.add_middleware(download.DownloadLane, prefixes=(ALIASED_PREFIX, UNVERSIONED_PREFIX))
+    app.add_middleware(
+        download.DownloadLane,
+        prefixes=(ALIASED_PREFIX, UNVERSIONED_PREFIX),
+        buffer_bodies=buffer_bodies,
+    )
     # Inside the metrics middleware, so its 413/431/408 answers are counted.
     app.add_middleware(
         RequestLimitsMiddleware,

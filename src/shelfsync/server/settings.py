@@ -37,6 +37,10 @@ class Settings:
     batch_max_files: int = 1000
     batch_max_bytes: int = 64 * 1024 * 1024
     batch_max_file_bytes: int = 8 * 1024 * 1024
+    # Content up to this size is stored in the database instead of as a file
+    # (batch uploads and small upload sessions; at most 1 MiB; 0: never).
+    # Measured in docs/benchmarks.md: 64 KiB.
+    inline_max_bytes: int = 64 * 1024
     # Request limits (api/limits.py): JSON bodies (chunk PUTs are bounded by
     # their chunk length), all header bytes together, and how long a body may
     # stall before the request is answered 408.
@@ -87,6 +91,7 @@ class Settings:
             ("batch_max_files", "SHELFSYNC_BATCH_MAX_FILES"),
             ("batch_max_bytes", "SHELFSYNC_BATCH_MAX_BYTES"),
             ("batch_max_file_bytes", "SHELFSYNC_BATCH_MAX_FILE_BYTES"),
+            ("inline_max_bytes", "SHELFSYNC_INLINE_MAX_BYTES"),
             ("max_json_body_bytes", "SHELFSYNC_MAX_JSON_BODY_BYTES"),
             ("max_header_bytes", "SHELFSYNC_MAX_HEADER_BYTES"),
             ("keep_alive_timeout_s", "SHELFSYNC_KEEP_ALIVE_TIMEOUT_S"),

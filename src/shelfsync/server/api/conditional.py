@@ -10,6 +10,7 @@ A header that does not parse is ignored, as section 13.1 allows.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -34,6 +35,7 @@ class Precondition(enum.Enum):
     FAILED = "failed"  # 412: the caller's precondition does not hold
 
 
+@functools.lru_cache(maxsize=1024)  # a client fetching ranges asks the same file's often
 def http_date(when: datetime) -> str:
     """IMF-fixdate (section 5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`."""
     return format_datetime(when.astimezone(UTC).replace(microsecond=0), usegmt=True)

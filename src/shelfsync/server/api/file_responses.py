@@ -9,11 +9,19 @@ Byte ranges (RFC 9110 section 14) are read in a worker thread, at most
 carry a range (it names a whole file). A single range of at most one piece is
 read by the route itself (already in a worker thread), so a small Range GET
 costs no extra thread hops: per-request overhead is what bounds the rate of
-1 MiB range requests.
+1 MiB range requests. The download lane reads it on the event loop instead,
+with RWF_NOWAIT: only when it is all in the page cache (else it is read in a
+worker thread when sent).
+
+Small content stored inline (in the database) arrives as bytes: `inline_whole`
+and `RangesResponse(..., content=...)` send the same statuses and headers
+from memory.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import mimetypes
 import os
@@ -38,6 +46,7 @@ __all__ = [
     "WholeFileResponse",
     "content_disposition",
     "content_type_for",
+    "inline_whole",
     "whole_file",
 ]
 
@@ -59,6 +68,9 @@ _RANGE_HEADERS = (b"range", b"if-range")
 Piece = bytes | tuple[int, int]
 
 
+# Both are pure and cost tens of microseconds: a client fetching many ranges
+# of one file asks for the same name on every request.
+@functools.lru_cache(maxsize=1024)
 def content_type_for(name: str) -> str:
     """From the name's extension, else application/octet-stream."""
     # "./" keeps mimetypes from reading a name like "data:x,y" as a data: URL.
@@ -68,6 +80,7 @@ def content_type_for(name: str) -> str:
     return media_type or _OCTET_STREAM
 
 
+@functools.lru_cache(maxsize=1024)
 def content_disposition(name: str) -> str:
     """`attachment` with an ASCII `filename` and the exact name in `filename*`.
 
@@ -126,63 +139,102 @@ def whole_file(path: Path, *, headers: dict[str, str], media_type: str) -> Respo
     return WholeFileResponse(path, headers=headers, media_type=media_type, stat_result=stat_result)
 
 
-class RangesResponse(Response):
-    """206 Partial Content: byte ranges of one file, streamed from a worker thread."""
+def inline_whole(data: bytes, *, headers: dict[str, str], body: bool) -> Response:
+    """The whole-file answer for content held in memory (inline content); the
+    headers (Content-Length included) are the caller's, as for `whole_file`."""
+    return Response(content=data if body else b"", status_code=200, headers=headers)
 
-    def __init__(self, file: Path, pieces: list[Piece], *, headers: dict[str, str]) -> None:
+
+class RangesResponse(Response):
+    """206 Partial Content: byte ranges of one file, streamed from a worker
+    thread, or of content at hand (`content`: inline content), sent at once."""
+
+    def __init__(
+        self,
+        file: Path | None,
+        pieces: list[Piece],
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+    ) -> None:
         self._file = file
         self._pieces = pieces
-        self._data: bytes | None = None
+        self._data: bytes | bytearray | None = None
+        if content is not None:
+            self._data = b"".join(
+                p if isinstance(p, bytes) else content[p[0] : p[0] + p[1]] for p in pieces
+            )
         length = sum(len(p) if isinstance(p, bytes) else p[1] for p in pieces)
         super().__init__(status_code=206, headers={**headers, "Content-Length": str(length)})
 
     @classmethod
     def single(
         cls,
-        file: Path,
+        file: Path | None,
         byte_range: ByteRange,
         *,
         size: int,
         headers: dict[str, str],
         prefetch: bool = False,
+        content: bytes | None = None,
+        nowait: bool = False,
+        buffer_body: bool = False,
     ) -> RangesResponse:
         """One range; with `prefetch` (call it from a worker thread) a range of
-        at most READ_PIECE_BYTES is read now and sent in one message."""
+        at most READ_PIECE_BYTES is read now and sent in one message. With
+        `nowait` too (on the event loop) it is read now only if that cannot
+        wait for the disk (all of it is in the page cache), else when sent;
+        with `buffer_body` (the ASGI server sends any bytes-like body, as
+        uvicorn does; granian sends nothing for a bytearray) the buffer it is
+        read into is sent as it is, else copied into bytes first."""
         first, last = byte_range
         response = cls(
             file,
             [(first, last - first + 1)],
             headers={**headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+            content=content,
         )
-        if prefetch and last - first + 1 <= READ_PIECE_BYTES:
-            response._prefetch(first, last - first + 1)
+        if prefetch and content is None and last - first + 1 <= READ_PIECE_BYTES:
+            response._prefetch(first, last - first + 1, nowait=nowait, buffer=buffer_body)
         return response
 
-    def _prefetch(self, offset: int, length: int) -> None:
+    def _prefetch(self, offset: int, length: int, *, nowait: bool, buffer: bool) -> None:
+        assert self._file is not None
         try:
             fd = os.open(self._file, os.O_RDONLY)
         except OSError:
             log.exception("stored content vanished before it was sent")
             return  # __call__ opens it again and answers 503
         try:
-            data = os.pread(fd, length, offset)
-        except OSError:
+            if nowait:
+                # Into a buffer that is then sent as it is (no copy into bytes).
+                data: bytes | bytearray = bytearray(length)
+                if os.preadv(fd, [data], offset, os.RWF_NOWAIT) != length:
+                    return  # partly on disk only: __call__ reads it in a worker thread
+            else:
+                data = os.pread(fd, length, offset)
+        except BlockingIOError:
+            return  # on disk only (EAGAIN): __call__ reads it in a worker thread
+        except OSError as exc:
+            if nowait and exc.errno == errno.EOPNOTSUPP:
+                return  # the file system cannot say: __call__ reads it in a worker thread
             log.exception("reading stored content failed")
             return
         finally:
             os.close(fd)
         if len(data) == length:
-            self._data = data
+            self._data = data if buffer or isinstance(data, bytes) else bytes(data)
 
     @classmethod
     def multipart(
         cls,
-        file: Path,
+        file: Path | None,
         ranges: list[ByteRange],
         *,
         size: int,
         media_type: str,
         headers: dict[str, str],
+        content: bytes | None = None,
     ) -> RangesResponse:
         """multipart/byteranges (RFC 9110 section 14.6): each part with its own
         Content-Type and Content-Range, CRLF line ends, a fresh random boundary."""
@@ -199,7 +251,7 @@ class RangesResponse(Response):
             pieces.append((first, last - first + 1))
         pieces.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
         content_type = f"multipart/byteranges; boundary={boundary}"
-        return cls(file, pieces, headers={**headers, "Content-Type": content_type})
+        return cls(file, pieces, headers={**headers, "Content-Type": content_type}, content=content)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start: Message = {
@@ -215,6 +267,7 @@ class RangesResponse(Response):
             await send(start)
             await send({"type": "http.response.body", "body": self._data, "more_body": False})
             return
+        assert self._file is not None
         try:
             fd = await anyio.to_thread.run_sync(os.open, self._file, os.O_RDONLY)
         except OSError:

@@ -85,6 +85,9 @@ class MetricsMiddleware:
         # Routers are mounted under these prefixes; the matched route only knows
         # its own suffix, so the full template is rebuilt from them.
         self.prefixes = tuple(sorted(prefixes, key=len, reverse=True))
+        # As many as the labelled series: templates, never raw paths.
+        self._counters: dict[tuple[str, str, int], Counter] = {}
+        self._histograms: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,8 +108,25 @@ class MetricsMiddleware:
             # Templates, never raw paths: label cardinality stays bounded.
             template = self._template(scope)
             method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self._counter(method, template, status).inc()
+            self._histogram(method, template).observe(time.perf_counter() - start)
+
+    # The labelled series, looked up once (labels() takes a lock and builds a key).
+    def _counter(self, method: str, template: str, status: int) -> Counter:
+        key = (method, template, status)
+        series = self._counters.get(key)
+        if series is None:
+            series = self._counters[key] = self.metrics.requests.labels(
+                method, template, str(status)
+            )
+        return series
+
+    def _histogram(self, method: str, template: str) -> Histogram:
+        key = (method, template)
+        series = self._histograms.get(key)
+        if series is None:
+            series = self._histograms[key] = self.metrics.latency.labels(method, template)
+        return series
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")

@@ -272,12 +272,17 @@ class AuthService:
             if not device.enabled:
                 raise DeviceForbidden("that device is disabled")
 
+    @staticmethod
+    def seen_is_stale(device: Device | DeviceAccess | None, *, now: datetime) -> bool:
+        """Whether note_seen(device, now=now) writes."""
+        return device is not None and (
+            device.last_seen_at is None or now - device.last_seen_at > _SEEN_RESOLUTION
+        )
+
     def note_seen(self, device: Device | DeviceAccess | None, *, now: datetime) -> None:
         """Refresh the device's last_seen_at if it is older than _SEEN_RESOLUTION
         (after the read transaction: this is a write)."""
-        if device is not None and (
-            device.last_seen_at is None or now - device.last_seen_at > _SEEN_RESOLUTION
-        ):
+        if device is not None and self.seen_is_stale(device, now=now):
             with self._db.write() as conn:
                 DeviceRepository(conn).touch(device.id, now=now)
 

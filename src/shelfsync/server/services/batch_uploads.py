@@ -2,9 +2,13 @@
 
 The API layer parses the manifest and hands the rest of the body here piece by
 piece (`BatchReceiver.feed`, from worker threads). Each file's bytes are
-hashed as they pass and, when the user's store lacks that content, written to
-a staging file. `finish` publishes the verified files (durable: see
-`BlobStore.publish`), records them as this user's content, and lands every
+hashed as they pass and, when the user's store lacks that content, kept: in
+memory when it is small enough to be stored inline (at most
+`BatchLimits.inline_max_bytes`, and up to `_INLINE_BATCH_BYTES` per batch),
+else written to a staging file. `finish` publishes the verified files
+(durable: see `BlobStore.publish`), records every new content as this user's
+and writes the inline ones' bytes (`content_data`) in that same durable
+commit (no file, no rename, no fsync per content), and lands every
 file that verified through the report engine, exactly as an upload's
 `complete` would: base revision, conflicts, unchanged. A file whose bytes do
 not hash to its `content_hash` is answered `rejected` (`hash_mismatch`) and
@@ -49,6 +53,15 @@ from shelfsync.server.storage.uploads import UploadRepository
 
 __all__ = ["BatchFileIn", "BatchLimits", "BatchReceiver", "BatchUploadService"]
 
+# Inline content one batch holds in memory until it lands; more goes to
+# staging files like larger content (bounds a request's memory).
+_INLINE_BATCH_BYTES = 8 * 1024 * 1024
+# Inline bytes are kept as views of the body's pieces (no copy, no allocation
+# per file: small allocations from many worker threads grew the server's
+# memory); a piece so kept stays alive until the batch lands. Past this many
+# bytes of pieces kept, further inline bytes are copied instead.
+_PINNED_BATCH_BYTES = 2 * _INLINE_BATCH_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
@@ -56,6 +69,7 @@ class BatchLimits:
     max_bytes: int  # the files' bytes together
     max_file_bytes: int  # one file (larger ones go through chunked sessions)
     quota_bytes: int | None
+    inline_max_bytes: int = 0  # content up to this size is stored in the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +92,7 @@ class _Slot:
     error: ShelfsyncError | None = None
     hasher: ContentHasher | None = None
     staged: StagedFile | None = None
+    inline: list[bytes | memoryview] | None = None  # its bytes, to be stored in the database
 
 
 class BatchReceiver:
@@ -95,6 +110,9 @@ class BatchReceiver:
         # Staging names: one random prefix per batch, then the slot's index
         # (session-id shaped, so the stale-file sweep covers them).
         self._stage_prefix = uuid.uuid4().hex[:27]
+        self._inline_left = _INLINE_BATCH_BYTES
+        self._pinned_left = _PINNED_BATCH_BYTES
+        self._pinned: object = None  # the last piece inline bytes are views of
         self._open_current()
 
     @property
@@ -105,8 +123,15 @@ class BatchReceiver:
         while self._index < len(self._slots):
             slot = self._slots[self._index]
             slot.hasher = ContentHasher()
+            size = slot.file.size
             if slot.store and slot.error is None:
-                slot.staged = self._service.blobs.stage(f"{self._stage_prefix}-{self._index:08x}")
+                if size <= self._service.limits.inline_max_bytes and size <= self._inline_left:
+                    slot.inline = []
+                    self._inline_left -= size
+                else:
+                    slot.staged = self._service.blobs.stage(
+                        f"{self._stage_prefix}-{self._index:08x}"
+                    )
             if slot.file.size:
                 self._left = slot.file.size
                 return
@@ -124,6 +149,8 @@ class BatchReceiver:
         if slot.error is not None and slot.staged is not None:
             slot.staged.discard()
             slot.staged = None
+        if slot.error is not None:
+            slot.inline = None
         if slot.error is not None and slot.store:
             # A later entry with the same content (and right bytes) stores it instead.
             slot.store = False
@@ -143,12 +170,28 @@ class BatchReceiver:
             slot.hasher.update(take)
             if slot.staged is not None:
                 slot.staged.write(take)
+            elif slot.inline is not None:
+                slot.inline.append(self._keep(data, view, take))
             self._left -= len(take)
             view = view[len(take) :]
             if self._left == 0:
                 self._close_current()
                 self._index += 1
                 self._open_current()
+
+    def _keep(
+        self, data: bytes | bytearray | memoryview, view: memoryview, take: memoryview
+    ) -> bytes | memoryview:
+        """`take` (a part of the piece `data`) kept for later: a view while the
+        pinned budget lasts and the piece is immutable, else a copy."""
+        if not isinstance(data, bytes):
+            return bytes(take)  # the caller may reuse its buffer
+        if data is not self._pinned:
+            if self._pinned_left < len(view):
+                return bytes(take)
+            self._pinned_left -= len(view)
+            self._pinned = data
+        return take
 
     def finish(self) -> list[ReportResult]:
         if self._index < len(self._slots):
@@ -163,6 +206,7 @@ class BatchReceiver:
     def abort(self) -> None:
         """Drop every staging file (a failed or abandoned request)."""
         for slot in self._slots:
+            slot.inline = None
             if slot.staged is not None:
                 slot.staged.discard()
                 slot.staged = None
@@ -237,7 +281,8 @@ class BatchUploadService:
         return _Slot(file=f, path=path, store=False, error=error)
 
     def land(self, principal: Principal, slots: list[_Slot]) -> list[ReportResult]:
-        """Publish the verified bytes, record them, and report every verified file."""
+        """Publish the verified files, record the new contents (with the inline
+        ones' bytes, in the same durable commit), and report every verified file."""
         staged = [(s.staged, s.file.content_hash) for s in slots if s.staged is not None]
         try:
             self.blobs.publish(staged)
@@ -251,13 +296,24 @@ class BatchUploadService:
                 # The collector may have removed a content between `publish`
                 # (which found its file and dropped the copy just received)
                 # and now. Rows held here cannot go until commit, so a file
-                # present now stays; a missing one is reported for a retry.
-                contents.hold_many([s.file.content_hash for s in stored])
-                for slot in stored:
-                    if not os.path.isfile(self.blobs.object_file(slot.file.content_hash)):
-                        slot.error = StorageFailure(
-                            "the stored copy of this content went away meanwhile; send it again"
-                        )
+                # present now stays; a missing one is reported for a retry,
+                # unless the content is stored inline. Inline bytes are kept
+                # until here: a content recorded already (held now) is stored
+                # in one form or the other, the others are written below.
+                held = contents.hold_many([s.file.content_hash for s in stored])
+                missing = [
+                    s
+                    for s in stored
+                    if s.inline is None
+                    and not os.path.isfile(self.blobs.object_file(s.file.content_hash))
+                ]
+                if missing:
+                    inline = contents.inline_hashes({s.file.content_hash for s in missing})
+                    for slot in missing:
+                        if slot.file.content_hash not in inline:
+                            slot.error = StorageFailure(
+                                "the stored copy of this content went away meanwhile; send it again"
+                            )
                 stored = [s for s in stored if s.error is None]
                 blocks: dict[str, list[str]] = {}
                 for slot in stored:
@@ -269,7 +325,18 @@ class BatchUploadService:
                     sizes={s.file.content_hash: s.file.size for s in stored},
                     now=utcnow(),
                 )
+                contents.add_data_many(
+                    {
+                        s.file.content_hash: s.inline[0]
+                        if len(s.inline) == 1
+                        else b"".join(s.inline)
+                        for s in stored
+                        if s.inline is not None and s.file.content_hash not in held
+                    }
+                )
                 contents.add_blocks_many(blocks)
+            for slot in slots:
+                slot.inline = None
         changes = [
             LocalChange(
                 op=ChangeOp.UPSERT,

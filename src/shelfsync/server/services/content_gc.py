@@ -9,7 +9,9 @@ about to use the content and its removal can never both succeed.
 Removal order: inside the transaction, rename the file into trash/ and delete
 the rows; after commit, unlink. A crash in between leaves a trash file that
 `recover()` restores (row still there) or deletes (row gone): never a record
-pointing at missing bytes.
+pointing at missing bytes. Content stored inline (small content, a
+`content_data` row) has no file: its bytes are deleted with its rows, in the
+same transaction, so a crash keeps both or neither.
 
 Several server processes share the store: collection and recovery hold one
 advisory lock (storage/job_locks.py), so a recovery never mistakes another

@@ -1,5 +1,7 @@
 """What GET /sync/download/{path} sends (protocol section 10): the live item at a
-path, or one of its retained revisions, and the one file holding its content.
+path, or one of its retained revisions, and where its content is: the one file
+holding it, or, for small content stored inline (storage/contents.py), its
+bytes from the database, read in the same transaction as the item.
 
 The library path only ever selects a database row; the file comes from the
 blob store by content hash, so no client string reaches the file system.
@@ -21,9 +23,10 @@ from shelfsync.server.domain.errors import InvalidPath, NotFound, ShelfsyncError
 from shelfsync.server.domain.items import Item
 from shelfsync.server.domain.paths import normalize_path
 from shelfsync.server.services.auth import AuthService, Principal
-from shelfsync.server.storage.access import read_access
+from shelfsync.server.storage.access import read_access, read_access_nowait
 from shelfsync.server.storage.blobs import BlobStore
-from shelfsync.server.storage.engine import Database
+from shelfsync.server.storage.contents import MAX_INLINE_BYTES, ContentRepository
+from shelfsync.server.storage.engine import Database, WouldBlock
 from shelfsync.server.storage.items import ItemRepository
 
 __all__ = ["DownloadService", "DownloadTarget"]
@@ -37,13 +40,15 @@ _NOT_FOUND = "no file at that path"
 class DownloadTarget:
     """One revision's content, ready to send."""
 
-    file: Path | None  # the content's file; None for empty content (there is none)
+    file: Path | None  # the content's file; None for empty or inline content
     size: int  # bytes
     content_hash: str
     modified: datetime  # the client's mtime if it sent one, else when the change landed
     item_id: str
     revision: int
     name: str  # the last path segment, for Content-Type and Content-Disposition
+    inline: bool = False  # the bytes are stored in the database (content_data)
+    data: bytes | None = None  # inline bytes, when read with the item (not by resolve_many)
 
 
 class DownloadService:
@@ -61,9 +66,14 @@ class DownloadService:
         """
         with self._db.read() as conn:
             target = self._lookup(ItemRepository(conn), principal, path, revision)
+            data = (
+                ContentRepository(conn).inline_one(target.content_hash)
+                if 0 < target.size <= MAX_INLINE_BYTES
+                else None
+            )
         if target.size == 0:
             return target
-        return self._with_file(target)
+        return self._with_content(target, data)
 
     def resolve_for_token(
         self,
@@ -73,11 +83,16 @@ class DownloadService:
         device_header: str | None,
         path: str,
         check_request: Callable[[], None],
+        nowait: bool = False,
     ) -> DownloadTarget:
         """`auth.authenticate(...)`, then `check_request()`, then `resolve(..., path,
         None)`: the same checks in the same order, so the same answers and errors,
         but the user, the device and the item are read in one statement (the
-        download hot path: a sync client fetching ranges asks this per request)."""
+        download hot path: a sync client fetching ranges asks this per request).
+
+        `nowait` (on an event loop): WouldBlock instead of waiting for the
+        database (Database.first_nowait) or writing to it (note_seen), before
+        anything is changed: the caller then asks again without it."""
         claims = auth.verify(bearer)
         now = utcnow()
         normalized: str | None = None
@@ -86,19 +101,24 @@ class DownloadService:
             normalized = normalize_path(path)
         except ShelfsyncError as exc:
             path_error = exc  # raised after authentication, as resolve() would
-        with self._db.read() as conn:
-            read = read_access(
-                conn,
-                user_id=claims.user_id,
-                device_id=auth.device_wanted(claims, device_header),
-                path=normalized,
+        device_id = auth.device_wanted(claims, device_header)
+        if nowait:
+            read = read_access_nowait(
+                self._db, user_id=claims.user_id, device_id=device_id, path=normalized
             )
+        else:
+            with self._db.read() as conn:
+                read = read_access(
+                    conn, user_id=claims.user_id, device_id=device_id, path=normalized
+                )
         auth.check_access(
             claims,
             device_header=device_header,
             user_generation=read.user_generation,
             device=read.device,
         )
+        if nowait and auth.seen_is_stale(read.device, now=now):
+            raise WouldBlock
         auth.note_seen(read.device, now=now)
         check_request()
         if path_error is not None or normalized is None:
@@ -106,7 +126,7 @@ class DownloadService:
         target = self._live(read.item, normalized)
         if target.size == 0:
             return target
-        return self._with_file(target)
+        return self._with_content(target, read.data)
 
     def resolve_many(
         self, principal: Principal, wanted: list[tuple[str, int | None]]
@@ -131,15 +151,36 @@ class DownloadService:
                         found.append(self._lookup(items, principal, path, revision))
                 except ShelfsyncError as exc:
                     found.append(exc)
+            # Which are inline, in one query per 500 (their bytes are read later,
+            # a group at a time: `inline_data`).
+            inline = ContentRepository(conn).inline_hashes(
+                {
+                    t.content_hash
+                    for t in found
+                    if isinstance(t, DownloadTarget) and 0 < t.size <= MAX_INLINE_BYTES
+                }
+            )
         out: list[DownloadTarget | ShelfsyncError] = []
         for entry in found:
             if isinstance(entry, DownloadTarget) and entry.size:
-                try:
-                    entry = self._with_file(entry)
-                except StorageFailure as exc:
-                    entry = exc
+                if entry.content_hash in inline:
+                    entry = replace(entry, inline=True)
+                else:
+                    try:
+                        entry = self._with_file(entry)
+                    except StorageFailure as exc:
+                        entry = exc
             out.append(entry)
         return out
+
+    def inline_data(self, content_hashes: set[str]) -> dict[str, bytes]:
+        """The bytes of these inline contents (one query per 500): what a batch
+        download reads per group of entries (bounded memory). A content missing
+        from the answer was collected meanwhile (that entry fails alone)."""
+        if not content_hashes:
+            return {}
+        with self._db.read() as conn:
+            return ContentRepository(conn).inline_data(content_hashes)
 
     @staticmethod
     def _live(live: Item | None, normalized: str) -> DownloadTarget:
@@ -181,6 +222,20 @@ class DownloadService:
                 name=normalized.rpartition("/")[2],
             )
         return target
+
+    def _with_content(self, target: DownloadTarget, data: bytes | None) -> DownloadTarget:
+        """With its inline bytes when it has them, else with its file."""
+        if data is None:
+            return self._with_file(target)
+        if len(data) != target.size:
+            log.error(
+                "inline content %s is %d bytes, %d on record",
+                target.content_hash,
+                len(data),
+                target.size,
+            )
+            raise StorageFailure("the stored content does not match its record")
+        return replace(target, inline=True, data=data)
 
     def _with_file(self, target: DownloadTarget) -> DownloadTarget:
         try:

@@ -8,6 +8,13 @@ while its 4 MiB blocks are hashed, is fdatasynced, and only then recorded as
 received (with its block digests) in a durable commit. `complete` checks the content hash from
 those digests (no re-read, no copy), renames the file into the content store,
 and lands the change through the report engine in one transaction.
+
+Small content goes inline at `complete`, as a batch upload's does (so a
+content is stored inline whenever it is small enough, whichever way it came):
+a session of at most `UploadLimits.inline_max_bytes` is read back from its
+file, hashed again, and written to the database in the transaction that
+records it and lands the change; its file is dropped after the commit. A
+delta upload copies known blocks of inline content from the database.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from shelfsync.content_hash import (
     EMPTY_HASH,
     ContentHasher,
     hash_blocks,
+    hash_bytes,
     is_content_hash,
 )
 from shelfsync.server.domain.clock import utcnow
@@ -42,6 +50,7 @@ from shelfsync.server.domain.errors import (
     MissingChunks,
     NotFound,
     SessionNotPending,
+    StorageFailure,
     TooLarge,
     TooManySessions,
 )
@@ -89,6 +98,7 @@ class UploadLimits:
     max_sessions_per_device: int
     quota_bytes: int | None
     expiry: timedelta
+    inline_max_bytes: int = 0  # content up to this size is stored in the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,14 +399,35 @@ class UploadService:
         """Copy, server-side, every chunk made only of blocks the user already has."""
         per_chunk = session.chunk_size // BLOCK_SIZE
         reused: dict[int, str] = {}
+        usable = [
+            block_hashes[i * per_chunk : (i + 1) * per_chunk] for i in range(session.chunk_count)
+        ]
+        sources = {
+            known[d][0] for digests in usable if all(d in known for d in digests) for d in digests
+        }
+        # Known blocks of inline content come from the database (one query).
+        inline: dict[str, bytes] = {}
+        if sources:
+            with self._db.read() as tx:
+                inline = ContentRepository(tx).inline_data(sources)
         for index in range(session.chunk_count):
-            digests = block_hashes[index * per_chunk : (index + 1) * per_chunk]
+            digests = usable[index]
             if not digests or not all(d in known for d in digests):
                 continue
             for offset, digest in enumerate(digests):
                 block = index * per_chunk + offset
                 source_hash, source_block = known[digest]
                 length = min(BLOCK_SIZE, session.size - block * BLOCK_SIZE)
+                data = inline.get(source_hash)
+                if data is not None:
+                    start = source_block * BLOCK_SIZE
+                    piece = data[start : start + length]
+                    if len(piece) != length:
+                        raise StorageFailure("stored content is shorter than its record")
+                    self.blobs.write_into_session(
+                        session_id=session.id, dst_offset=block * BLOCK_SIZE, data=piece
+                    )
+                    continue
                 self.blobs.copy_into_session(
                     content_hash=source_hash,
                     src_offset=source_block * BLOCK_SIZE,
@@ -575,8 +606,16 @@ class UploadService:
                     # Another process's garbage collection may be removing an older
                     # copy of this very content: wait for it, or keep it off, before
                     # the session file is dropped in favour of the stored one.
-                    writer.contents.hold(session.content_hash)
-                    self.blobs.commit_session(session.id, session.content_hash)
+                    stored = writer.contents.hold(session.content_hash)
+                    inline = 0 < session.size <= self.limits.inline_max_bytes
+                    data = None
+                    if inline and not stored:
+                        # Small: into the database with the record (module doc).
+                        data = self.blobs.read_session(session.id, session.size)
+                        if hash_bytes(data) != session.content_hash:
+                            raise StorageFailure("an upload session's file changed on disk")
+                    elif not inline:
+                        self.blobs.commit_session(session.id, session.content_hash)
                     contents = writer.contents
                     contents.add(
                         user_id=principal.user_id,
@@ -584,6 +623,8 @@ class UploadService:
                         size=session.size,
                         now=now,
                     )
+                    if data is not None:
+                        contents.add_data(session.content_hash, data)
                     contents.add_blocks(session.content_hash, [b.hex() for b in blocks])
             else:
                 failed = False
@@ -611,6 +652,10 @@ class UploadService:
         if failed:
             self.blobs.discard_session(session.id)
             raise HashMismatch("the uploaded bytes do not hash to content_hash; start again")
+        if not session.deduplicated and 0 < session.size <= self.limits.inline_max_bytes:
+            # Stored inline (or already stored): the file is needed no more. A
+            # crash before this leaves it to the stale-file sweep.
+            self.blobs.discard_session(session.id)
         if changed:
             self._notifier.notify(principal.user_id)
         return session, result

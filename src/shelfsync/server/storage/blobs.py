@@ -1,5 +1,10 @@
 """The content-addressed blob store: one file per content, written crash-safely.
 
+Small content (up to the server's inline limit) is not here: it is stored in
+the database (`content_data`, see storage/contents.py), in the transaction that
+records it. A content is inline exactly when it has a `content_data` row;
+every other content is one file here.
+
 Layout under the content directory:
 
     objects/ab/cd/<content hash>   finished, verified content (one file each)
@@ -281,6 +286,27 @@ class BlobStore:
                     raise StorageFailure("stored content is shorter than its record")
                 done += n
             os.fdatasync(dst.fileno())
+
+    def write_into_session(self, *, session_id: str, dst_offset: int, data: bytes) -> None:
+        """`copy_into_session` from bytes at hand (a known block of inline content)."""
+        with _io_errors(), self.session_path(session_id).open("r+b") as dst:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(dst.fileno(), view[done:], dst_offset + done)
+            os.fdatasync(dst.fileno())
+
+    def read_session(self, session_id: str, size: int) -> bytes:
+        """A (small) session file's bytes, for storing them inline at `complete`."""
+        with _io_errors():
+            fd = os.open(self.session_path(session_id), os.O_RDONLY)
+            try:
+                data = os.pread(fd, size + 1, 0)
+            finally:
+                os.close(fd)
+        if len(data) != size:
+            raise StorageFailure("an upload session's file does not hold its size")
+        return data
 
     def discard_session(self, session_id: str) -> None:
         with _io_errors():

@@ -12,8 +12,12 @@ and the statement goes to the driver's executemany through `exec_driver_sql`.
 
 Inserts on PostgreSQL go through COPY instead (`insert_rows`): psycopg's
 executemany, even pipelined, spends about 30 us of Python per row (a report
-batch writes 2,000 rows), where COPY streams the rows in one statement; the
-server converts the same text as it would for the parameters.
+batch writes 2,000 rows), where COPY streams the rows in one statement. The
+rows go in COPY's binary format, each value dumped for its column's own type
+(`_copy_types`): half the client's CPU of the text format (psycopg's text
+row writer costs about 10 us a row, the binary one 5), and the server reads
+the values without parsing text. The stored values are the same
+(tests/storage/test_bulk_contract.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import postgres
 from sqlalchemy.engine import Connection, Dialect
 
 __all__ = ["Bind", "bind_processor", "executemany", "insert_rows", "insert_sql", "update_sql"]
@@ -83,12 +88,17 @@ def insert_rows(
         return
     prep = dialect.identifier_preparer
     names = ", ".join(prep.quote(table.c[c].name) for c in columns)
-    # Identifiers of our own tables, quoted by the dialect; the rows are data.
-    sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN"
     driver = conn.connection.driver_connection
     assert driver is not None  # an open Connection has its driver connection
+    types = _copy_types(dialect, table, tuple(columns))
+    # Identifiers of our own tables, quoted by the dialect; the rows are data.
+    sql = f"COPY {prep.format_table(table)} ({names}) FROM STDIN"
+    if types is not None:
+        sql += " (FORMAT BINARY)"
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            if types is not None:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
     except dialect.loaded_dbapi.Error as exc:
@@ -96,3 +106,24 @@ def insert_rows(
         raise sa.exc.DBAPIError.instance(
             sql, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
         ) from exc
+
+
+_COPY_TYPES: dict[tuple[str, tuple[str, ...]], list[str] | None] = {}
+
+
+def _copy_types(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> list[str] | None:
+    """The PostgreSQL type of each column, as psycopg names it (`int4`,
+    `varchar`, ...), for a binary COPY; None if psycopg lacks one of them
+    (that table then goes in COPY's text format)."""
+    key = (table.name, columns)
+    if key not in _COPY_TYPES:
+        names: list[str] | None = []
+        for c in columns:
+            declared = table.c[c].type.compile(dialect=dialect)
+            info = postgres.types.get(declared.split("(", 1)[0].strip().lower())
+            if info is None or names is None:
+                names = None
+                break
+            names.append(info.name)
+        _COPY_TYPES[key] = names
+    return _COPY_TYPES[key]

@@ -1,7 +1,17 @@
-"""Repository of the content registry: which contents exist, and whose they are."""
+"""Repository of the content registry: which contents exist, and whose they are,
+and the bytes of the contents stored in the database (`content_data`).
+
+Content up to the server's inline limit (never above `MAX_INLINE_BYTES`) may
+be stored inline: its bytes are a `content_data` row, written in the
+transaction that records the content, instead of a file in the blob store. A
+content is inline exactly when that row exists; readers look for the row only
+for content of at most `MAX_INLINE_BYTES`, so a larger content never costs
+the look-up.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -11,16 +21,24 @@ from sqlalchemy.engine import Connection
 
 from shelfsync.server.domain.uploads import UploadStatus
 from shelfsync.server.storage import bulk
+from shelfsync.server.storage.engine import BULK_BYTES_KEY
 from shelfsync.server.storage.tables import (
     conflicts,
     content_blocks,
+    content_data,
     contents,
     revisions,
     upload_sessions,
     user_contents,
 )
 
-__all__ = ["ContentRepository"]
+__all__ = ["MAX_INLINE_BYTES", "ContentRepository"]
+
+# The largest content ever stored inline, whatever the server's setting: a
+# bound on what readers look for in `content_data` (and on a row's size).
+MAX_INLINE_BYTES = 1024 * 1024
+# Inline content read per statement (bounds a batch read's memory).
+_READ_GROUP = 500
 
 
 class ContentRepository:
@@ -218,6 +236,62 @@ class ContentRepository:
         ).scalar_one()
         return int(value)
 
+    # -- inline content (content_data) ---------------------------------
+
+    def add_data(self, content_hash: str, data: bytes) -> None:
+        """Store a content's bytes inline (idempotent: a second copy is dropped)."""
+        self.add_data_many({content_hash: data})
+
+    def add_data_many(self, data: Mapping[str, bytes | memoryview]) -> None:
+        """Inline bytes of many contents, one executemany (each content's
+        `contents` row must exist: add it first, in the same transaction)."""
+        if not data:
+            return
+        dialect = self._conn.dialect
+        bind = bulk.bind_processor(content_data.c.data, dialect)
+        sql = (
+            bulk.insert_sql(dialect, content_data, ["content_hash", "data"])
+            + f" ON CONFLICT ({dialect.identifier_preparer.quote('content_hash')}) DO NOTHING"
+        )
+        bulk.executemany(self._conn, sql, [(h, bind(d)) for h, d in sorted(data.items())])
+        # Counted for Database.write, which empties this connection's page cache
+        # once enough content went through it (storage/engine.py).
+        info = self._conn.info
+        info[BULK_BYTES_KEY] = info.get(BULK_BYTES_KEY, 0) + sum(map(len, data.values()))
+
+    def inline_data(self, content_hashes: list[str] | set[str]) -> dict[str, bytes]:
+        """content hash -> bytes of those of these contents that are inline."""
+        found: dict[str, bytes] = {}
+        ordered = sorted(content_hashes)
+        for start in range(0, len(ordered), _READ_GROUP):
+            rows = self._conn.execute(
+                sa.select(content_data.c.content_hash, content_data.c.data).where(
+                    content_data.c.content_hash.in_(ordered[start : start + _READ_GROUP])
+                )
+            )
+            found.update({str(h): bytes(d) for h, d in rows})
+        return found
+
+    def inline_one(self, content_hash: str) -> bytes | None:
+        """The bytes of one content if it is inline."""
+        row = self._conn.execute(
+            sa.select(content_data.c.data).where(content_data.c.content_hash == content_hash)
+        ).first()
+        return None if row is None else bytes(row[0])
+
+    def inline_hashes(self, content_hashes: list[str] | set[str]) -> set[str]:
+        """Those of these contents that are inline (their bytes not read)."""
+        found: set[str] = set()
+        ordered = sorted(content_hashes)
+        for start in range(0, len(ordered), _READ_GROUP):
+            rows = self._conn.execute(
+                sa.select(content_data.c.content_hash).where(
+                    content_data.c.content_hash.in_(ordered[start : start + _READ_GROUP])
+                )
+            )
+            found.update(str(r[0]) for r in rows)
+        return found
+
     # -- garbage collection ----------------------------------------------
 
     def _referenced(self, content_hash: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
@@ -267,4 +341,6 @@ class ContentRepository:
         self._conn.execute(
             content_blocks.delete().where(content_blocks.c.content_hash == content_hash)
         )
+        # Inline bytes go with the record, in the same transaction.
+        self._conn.execute(content_data.delete().where(content_data.c.content_hash == content_hash))
         self._conn.execute(contents.delete().where(contents.c.content_hash == content_hash))

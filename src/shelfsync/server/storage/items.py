@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, RowMapping
 
 from shelfsync.server.domain.items import ChangeOp, Item, Revision
@@ -218,12 +217,17 @@ _TOMBSTONES_AT_PATH = sa.select(*ITEM_COLUMNS).where(*_AT_PATH_WHERE, items.c.de
 def _by_path_hashes(*, deleted: bool, postgres: bool) -> sa.Select[Any]:
     """Items (live, or tombstones) of a user at any of the path keys `:keys`.
 
-    PostgreSQL gets the keys as one array parameter (`= ANY`): an IN list of
-    500 parameters costs more to render, send and parse than to run.
+    PostgreSQL gets the keys as one text parameter, comma-separated, split by
+    the server (`= ANY (string_to_array(...))`): an IN list of 500 parameters
+    costs more to render, send and parse than to run, and psycopg's dumper of a
+    Python list as an array costs about 15 ms per 1,000 keys (issue 7). Path
+    keys are hex digests, never holding a comma.
     """
     keys: Any
     if postgres:
-        keys = sa.any_(sa.bindparam("keys", type_=postgresql.ARRAY(sa.String)))
+        keys = sa.any_(
+            sa.func.string_to_array(sa.bindparam("keys", type_=sa.Text), sa.literal_column("','"))
+        )
     else:
         keys = sa.bindparam("keys", expanding=True)
     match = items.c.path_hash == keys if postgres else items.c.path_hash.in_(keys)
@@ -279,9 +283,10 @@ class ItemRepository:
         for deleted in (False, True):
             keys = sorted(k for k in by_key if k not in chosen)
             for start in range(0, len(keys), chunk):
+                part = keys[start : start + chunk]
                 rows = self._conn.execute(
                     _BY_PATH_HASHES[deleted, postgres],
-                    {"user_id": user_id, "keys": keys[start : start + chunk]},
+                    {"user_id": user_id, "keys": ",".join(part) if postgres else part},
                 )
                 for row in rows:
                     item, key = item_from_row(row), row[-1]

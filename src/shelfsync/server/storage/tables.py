@@ -9,6 +9,7 @@ from shelfsync.server.storage.types import UTCDateTime
 __all__ = [
     "conflicts",
     "content_blocks",
+    "content_data",
     "contents",
     "devices",
     "items",
@@ -279,6 +280,22 @@ content_blocks = sa.Table(
     sa.Column("block_index", sa.Integer, primary_key=True),
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Index("ix_content_blocks_digest", "digest"),
+)
+
+# The bytes of content stored in the database rather than as a file (small
+# content, up to the server's inline limit): a content is inline exactly when
+# it has a row here (storage/blobs.py has the rest). Migration 0005; on
+# PostgreSQL the column's storage is EXTERNAL (no compression attempt).
+content_data = sa.Table(
+    "content_data",
+    metadata,
+    sa.Column(
+        "content_hash",
+        sa.String(64),
+        sa.ForeignKey("contents.content_hash", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 upload_sessions = sa.Table(

@@ -6,7 +6,9 @@ the manifest is parsed as soon as it is in, and the bytes go on to the batch
 service in pieces of about `_PIECE` bytes, handed to a worker thread.
 
 `POST /sync/download/batch`: a JSON list of paths; the answer streams one
-frame per entry (header JSON), each followed by its bytes.
+frame per entry (header JSON), each followed by its bytes: read from files,
+or, for small content stored in the database, one query per piece of about
+`_PIECE` bytes of entries.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -206,11 +208,24 @@ def _entry_header(path: str, target: DownloadTarget | ShelfsyncError) -> bytes:
 
 def _read_entries(
     entries: list[tuple[str, DownloadTarget | ShelfsyncError]],
+    read_inline: Callable[[set[str]], dict[str, bytes]],
 ) -> list[bytes]:
-    """Frames and bytes of some entries (run in a worker thread)."""
+    """Frames and bytes of some entries (run in a worker thread): the inline
+    contents among them read with one query, the others from their files."""
+    inline = read_inline(
+        {t.content_hash for _, t in entries if isinstance(t, DownloadTarget) and t.inline}
+    )
     out: list[bytes] = []
     for path, target in entries:
-        if isinstance(target, DownloadTarget) and target.file is not None:
+        if isinstance(target, DownloadTarget) and target.inline:
+            data = inline.get(target.content_hash, b"")
+            if len(data) != target.size:
+                # Collected meanwhile, or damaged: this entry fails alone.
+                out.append(_entry_header(path, StorageFailure("the stored content is unavailable")))
+                continue
+            out.append(_entry_header(path, target))
+            out.append(data)
+        elif isinstance(target, DownloadTarget) and target.file is not None:
             try:
                 fd = os.open(target.file, os.O_RDONLY)
                 try:
@@ -278,7 +293,13 @@ async def download_batch(
                 size += target.size if isinstance(target, DownloadTarget) else 0
                 end += 1
             # One send per piece: thousands of tiny sends cost more than the copy.
-            yield b"".join(await asyncio.to_thread(_read_entries, entries[start:end]))
+            # A piece's inline contents are read in one query (about _PIECE
+            # bytes of them at a time: bounded memory).
+            yield b"".join(
+                await asyncio.to_thread(
+                    _read_entries, entries[start:end], services.downloads.inline_data
+                )
+            )
             start = end
 
     return StreamingResponse(stream(), media_type=BATCH_MEDIA_TYPE)

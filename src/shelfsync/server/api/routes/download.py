@@ -8,10 +8,11 @@ headers, no query) is the hot one: a resumed download or a reader of random
 ranges sends many. `DownloadLane`, a pure-ASGI middleware inside the request
 limits and metrics, answers it without the router and FastAPI's request
 machinery (route matching, dependency solving, parameter models, three
-worker-thread hops): it reads the headers the way FastAPI would, then in one
-worker-thread call authenticates and finds the item with one database
-statement (DownloadService.resolve_for_token: the same checks in the same
-order as the route's) and decides with the route's own `_answer`; domain
+worker-thread hops): it reads the headers the way FastAPI would, then
+authenticates and finds the item with one database statement
+(DownloadService.resolve_for_token: the same checks in the same order as the
+route's) and decides with the route's own `_answer`, on the event loop where
+nothing has to wait (SQLite; see DownloadLane), else in one worker-thread call; domain
 errors go through the app's own exception handlers. So the answer is the same
 (tests/api/test_download_lean.py compares the two). Anything else (a query
 such as `?revision=`, no or a malformed Authorization, an X-Device-ID FastAPI
@@ -44,12 +45,14 @@ from shelfsync.server.api.file_responses import (
     RangesResponse,
     content_disposition,
     content_type_for,
+    inline_whole,
     whole_file,
 )
 from shelfsync.server.api.responses import problems
 from shelfsync.server.domain.errors import InvalidPath, ShelfsyncError
 from shelfsync.server.domain.ranges import ByteRange, parse_range
 from shelfsync.server.services.downloads import DownloadTarget
+from shelfsync.server.storage.engine import WouldBlock
 
 __all__ = ["DownloadLane", "router"]
 
@@ -250,6 +253,8 @@ def _answer(
     if_match: str | None,
     if_modified_since: str | None,
     if_unmodified_since: str | None,
+    nowait: bool = False,
+    buffer_body: bool = False,
 ) -> Response:
     validators = {
         "ETag": f'"{target.content_hash}"',
@@ -284,18 +289,33 @@ def _answer(
     ranges: list[ByteRange] | None = None
     if range_header is not None and if_range_allows(if_range, target.content_hash):
         ranges = parse_range(range_header, target.size)  # RangeNotSatisfiable: 416
-    if ranges is None or target.file is None:
+    content = target.data  # inline content: its bytes, read with the item
+    if ranges is None or (target.file is None and content is None):
         headers["Content-Length"] = str(target.size)
+        if content is not None:
+            return inline_whole(content, headers=headers, body=body)
         if target.file is None:  # empty content has no file
             return Response(status_code=200, headers=headers)
         # Routes are sync (a worker thread): stat (and small ranges) are read here.
         return whole_file(target.file, headers=headers, media_type=media_type)
     if len(ranges) == 1:
         return RangesResponse.single(
-            target.file, ranges[0], size=target.size, headers=headers, prefetch=body
+            target.file,
+            ranges[0],
+            size=target.size,
+            headers=headers,
+            prefetch=body,
+            content=content,
+            nowait=nowait,
+            buffer_body=buffer_body,
         )
     return RangesResponse.multipart(
-        target.file, ranges, size=target.size, media_type=media_type, headers=headers
+        target.file,
+        ranges,
+        size=target.size,
+        media_type=media_type,
+        headers=headers,
+        content=content,
     )
 
 
@@ -358,15 +378,25 @@ def _lean_request(scope: Scope, starts: tuple[str, ...]) -> _LeanRequest | None:
     return _LeanRequest(path, token, device_header, conditions)
 
 
-def _serve_lean(services: Services, scope: Scope, lean: _LeanRequest, *, body: bool) -> Response:
+def _serve_lean(
+    services: Services,
+    scope: Scope,
+    lean: _LeanRequest,
+    *,
+    body: bool,
+    nowait: bool = False,
+    buffer_body: bool = False,
+) -> Response:
     """The route's work in its order (authenticate, check the raw path, resolve,
-    answer), in one worker-thread call and one database statement."""
+    answer), with one database statement: in a worker thread, or with `nowait`
+    on the event loop (WouldBlock when that would wait for the database)."""
     target = services.downloads.resolve_for_token(
         services.auth,
         bearer=lean.token,
         device_header=lean.device_header,
         path=lean.path,
         check_request=lambda: _require_utf8(scope),
+        nowait=nowait,
     )
     get = lean.conditions.get
     return _answer(
@@ -378,6 +408,8 @@ def _serve_lean(services: Services, scope: Scope, lean: _LeanRequest, *, body: b
         if_match=get(b"if-match"),
         if_modified_since=get(b"if-modified-since"),
         if_unmodified_since=get(b"if-unmodified-since"),
+        nowait=nowait,
+        buffer_body=buffer_body,
     )
 
 
@@ -388,10 +420,21 @@ class DownloadLane:
     Install it inside RequestLimitsMiddleware and MetricsMiddleware (add it
     first), so their limits and counts apply. It sets `scope["route"]` as the
     router would, so metrics name the same route template.
+
+    On SQLite (Database.reads_nowait) it answers on the event loop: the
+    database statement (Database.first_nowait) and a range in the page cache
+    (RWF_NOWAIT) are cheaper than the hop to a worker thread (goal 4); what
+    would wait (a lock, a write of last_seen_at, PostgreSQL) goes to a worker
+    thread as before, and a range not in the page cache is read by one when
+    sent. `buffer_bodies`: the ASGI server sends any bytes-like body
+    (uvicorn), so a range is sent from the buffer it was read into.
     """
 
-    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, prefixes: tuple[str, ...], *, buffer_bodies: bool = False
+    ) -> None:
         self.app = app
+        self._buffer_bodies = buffer_bodies
         self._starts = tuple(f"{prefix}/download/" for prefix in prefixes)
         self._routes = {
             method: route
@@ -409,10 +452,22 @@ class DownloadLane:
         scope["route"], scope["endpoint"] = route, route.endpoint
         scope["path_params"] = {"path": lean.path}
         services: Services = scope["app"].state.services
+        body = scope["method"] == "GET"
         try:
-            response = await run_in_threadpool(
-                _serve_lean, services, scope, lean, body=scope["method"] == "GET"
-            )
+            try:
+                if not services.db.reads_nowait:
+                    raise WouldBlock
+                # On the loop: cheaper than the hop to a worker thread (goal 4).
+                response = _serve_lean(
+                    services,
+                    scope,
+                    lean,
+                    body=body,
+                    nowait=True,
+                    buffer_body=self._buffer_bodies,
+                )
+            except WouldBlock:
+                response = await run_in_threadpool(_serve_lean, services, scope, lean, body=body)
         except ShelfsyncError as exc:
             response = await _handled(scope, receive, send, exc)
         await response(scope, receive, send)

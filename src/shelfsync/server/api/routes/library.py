@@ -28,6 +28,7 @@ from shelfsync.server.api.file_responses import (
     WholeFileResponse,
     content_disposition,
     content_type_for,
+    inline_whole,
 )
 from shelfsync.server.api.responses import problems
 from shelfsync.server.api.web_dependencies import WebServicesDep
@@ -264,9 +265,14 @@ def download_with_ticket(
     ranges = None
     if range_ is not None and if_range_allows(if_range, target.content_hash):
         ranges = parse_range(range_, target.size)  # RangeNotSatisfiable: 416
-    if ranges is None or len(ranges) != 1 or target.file is None:
+    content = target.data  # small content stored in the database: its bytes
+    if ranges is None or len(ranges) != 1 or (target.file is None and content is None):
         headers["Content-Length"] = str(target.size)
+        if content is not None:
+            return inline_whole(content, headers=headers, body=True)
         if target.file is None:  # empty content has no file
             return Response(status_code=200, headers=headers)
         return WholeFileResponse(target.file, headers=headers, media_type=media_type)
-    return RangesResponse.single(target.file, ranges[0], size=target.size, headers=headers)
+    return RangesResponse.single(
+        target.file, ranges[0], size=target.size, headers=headers, content=content
+    )
