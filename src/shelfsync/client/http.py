@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
 
-import httpcore
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -124,15 +123,6 @@ def problem_error(response: httpx.Response) -> ApiError:
     return ApiError(problem)
 
 
-# httpcore reads a response 64 KiB at a time, and every piece then goes through
-# h11's buffer and httpx's stream in Python: a 1 GiB download cost 3.5-4.0
-# CPU-seconds that way, 1.6-1.7 with 1 MiB reads, the same as http.client
-# reading into one buffer (measured against nginx on loopback, SHA-256 of the
-# body included). Answers smaller than that are read as they were.
-READ_BYTES = 1024 * 1024
-httpcore.HTTP11Connection.READ_NUM_BYTES = READ_BYTES
-
-
 class DownloadStream:
     """An open download answer: status, headers and the body in pieces."""
 
@@ -142,9 +132,9 @@ class DownloadStream:
         self.headers = response.headers
 
     def iter_bytes(self, piece_bytes: int | None = None) -> Iterator[bytes]:
-        """The body; by default in the pieces the connection reads (up to READ_BYTES),
-        since regrouping them into other pieces costs a copy of every byte
-        (measured: about 40 % of a large download's client CPU)."""
+        """The body; by default in the pieces the socket gives (about 64 KiB), since
+        regrouping them into larger pieces costs a copy of every byte (measured:
+        about 40 % of a large download's client CPU)."""
         try:
             yield from self._response.iter_bytes(piece_bytes)
         except httpx.HTTPError as exc:
