@@ -88,6 +88,21 @@ PREFIX: list[str] = []
 SRC: list[str] = []  # --src: run shelfsync from this source tree (PYTHONPATH) instead
 
 
+# These machines' ext4 has no journal, and without one ext4's inode allocator
+# skips inodes freed in the last 5 s (300 s while their inode-table block is
+# dirty), reading each one to check (fs/ext4/ialloc.c, recently_deleted). Every
+# run of either tool deletes its folders at its end. Before each timed run,
+# either tool's: flush, and wait out the 5 s. It does not remove the whole
+# effect (a creation dirties the block again, which puts the 300 s back):
+# docs/benchmarks.md, "File-system churn".
+SETTLE_S = 6.0
+
+
+def settle_fs() -> None:
+    os.sync()
+    time.sleep(SETTLE_S)
+
+
 class Interrupted(Exception):
     """SIGTERM/SIGHUP: unwind through the cleanups like Ctrl-C does."""
 
@@ -503,7 +518,7 @@ def shelfsync_run(
             login(url, conf_b, "bench-B")
             stage = run_dir / "stage"
             subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
-            os.sync()
+            settle_fs()
             tree = ProcessTree(server.pid)
             cpu0 = tree.cpu_s()
             with tree:
@@ -571,7 +586,7 @@ def _watch_run(
             login(url, conf_b, "bench-B")
             stage = run_dir / "stage"
             subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
-            os.sync()
+            settle_fs()
             watcher = Watching(folder_b, conf_b, Path(f"{log}-B.log"), ds.files)
             try:
                 if not watcher.ready.wait(timeout=120) or watcher.proc.poll() is not None:
@@ -650,6 +665,7 @@ class SyncthingRun:
 
 def syncthing_run(kind: str, work: Path, results: Path, tag: str, timeout_s: float) -> SyncthingRun:
     """One `syncthing_pair.sh KIND` with RUNS=1 on free ports; its row of st-results.tsv."""
+    settle_fs()
     res_dir = results / f"st-{tag}"
     res_dir.mkdir(parents=True)
     st_work = work / f"st-{tag}"  # the script creates it and removes it on exit
@@ -705,6 +721,7 @@ def syncthing_run(kind: str, work: Path, results: Path, tag: str, timeout_s: flo
 
 def copy_floor(kind: str, results: Path, bench_data: Path, runs: int) -> dict[str, Any]:
     """`copy_floor.sh KIND` (hyperfine); median/min/max of each of its rows."""
+    settle_fs()
     env = dict(os.environ, RUNS=str(runs), RESULTS=str(results), BENCH_DATA=str(bench_data))
     done = subprocess.run(
         ["bash", str(SHARED_BENCH / "copy_floor.sh"), kind],
