@@ -487,6 +487,42 @@ class ShelfsyncRun:
     b_summary: dict[str, Any] | None = None
 
 
+@contextlib.contextmanager
+def _devices_and_server(
+    ds: Dataset, run_dir: Path, log: Path, serve_args: list[str]
+) -> Iterator[tuple[Any, Path]]:
+    """A fresh server, devices A and B logged in (folders `run_dir`/A and /B, configs
+    /A.conf and /B.conf), the dataset staged beside them and flushed: (server, stage)."""
+    (run_dir / "A").mkdir()
+    (run_dir / "B").mkdir()
+    with shelfsync_server(run_dir / "server", Path(f"{log}-server.log"), serve_args) as (
+        server,
+        url,
+    ):
+        login(url, run_dir / "A.conf", "bench-A")
+        login(url, run_dir / "B.conf", "bench-B")
+        stage = run_dir / "stage"
+        subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
+        settle_fs()
+        yield server, stage
+
+
+def _verified(res: ShelfsyncRun, folder_b: Path, ds: Dataset) -> ShelfsyncRun:
+    """`res`, ok when B holds exactly the dataset (sha256 of every file)."""
+    got = tree_hashes(folder_b, skip=".shelfsync")
+    res.verified = got == ds.manifest
+    if not res.verified:
+        missing = sorted(set(ds.manifest) - set(got))
+        extra = sorted(set(got) - set(ds.manifest))
+        differ = sorted(k for k in set(got) & set(ds.manifest) if got[k] != ds.manifest[k])
+        res.error = (
+            f"B differs from the dataset: {len(missing)} missing {missing[:3]}, "
+            f"{len(extra)} extra {extra[:3]}, {len(differ)} different {differ[:3]}"
+        )
+    res.ok = res.verified
+    return res
+
+
 def shelfsync_run(
     ds: Dataset,
     work: Path,
@@ -507,18 +543,8 @@ def shelfsync_run(
     try:
         folder_a, folder_b = run_dir / "A", run_dir / "B"
         conf_a, conf_b = run_dir / "A.conf", run_dir / "B.conf"
-        folder_a.mkdir()
-        folder_b.mkdir()
         log = logs / f"ss-{tag}"
-        with shelfsync_server(run_dir / "server", Path(f"{log}-server.log"), serve_args) as (
-            server,
-            url,
-        ):
-            login(url, conf_a, "bench-A")
-            login(url, conf_b, "bench-B")
-            stage = run_dir / "stage"
-            subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
-            settle_fs()
+        with _devices_and_server(ds, run_dir, log, serve_args) as (server, stage):
             tree = ProcessTree(server.pid)
             cpu0 = tree.cpu_s()
             with tree:
@@ -551,18 +577,7 @@ def shelfsync_run(
             res.error = f"B's sync exited {b.exit}: {b.stderr_tail}"
             return res
         res.total_s = t1 - t0
-        got = tree_hashes(folder_b, skip=".shelfsync")
-        res.verified = got == ds.manifest
-        if not res.verified:
-            missing = sorted(set(ds.manifest) - set(got))
-            extra = sorted(set(got) - set(ds.manifest))
-            differ = sorted(k for k in set(got) & set(ds.manifest) if got[k] != ds.manifest[k])
-            res.error = (
-                f"B differs from the dataset: {len(missing)} missing {missing[:3]}, "
-                f"{len(extra)} extra {extra[:3]}, {len(differ)} different {differ[:3]}"
-            )
-        res.ok = res.verified
-        return res
+        return _verified(res, folder_b, ds)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -575,18 +590,8 @@ def _watch_run(
     try:
         folder_a, folder_b = run_dir / "A", run_dir / "B"
         conf_a, conf_b = run_dir / "A.conf", run_dir / "B.conf"
-        folder_a.mkdir()
-        folder_b.mkdir()
         log = logs / f"ssw-{tag}"
-        with shelfsync_server(run_dir / "server", Path(f"{log}-server.log"), serve_args) as (
-            server,
-            url,
-        ):
-            login(url, conf_a, "bench-A")
-            login(url, conf_b, "bench-B")
-            stage = run_dir / "stage"
-            subprocess.run(["cp", "-a", str(ds.path), str(stage)], check=True)
-            settle_fs()
+        with _devices_and_server(ds, run_dir, log, serve_args) as (server, stage):
             watcher = Watching(folder_b, conf_b, Path(f"{log}-B.log"), ds.files)
             try:
                 if not watcher.ready.wait(timeout=120) or watcher.proc.poll() is not None:
@@ -636,18 +641,7 @@ def _watch_run(
             return res
         res.total_s = t1 - t0
         res.b_s = max(t1 - t_a, 0.0)
-        got = tree_hashes(folder_b, skip=".shelfsync")
-        res.verified = got == ds.manifest
-        if not res.verified:
-            missing = sorted(set(ds.manifest) - set(got))
-            extra = sorted(set(got) - set(ds.manifest))
-            differ = sorted(k for k in set(got) & set(ds.manifest) if got[k] != ds.manifest[k])
-            res.error = (
-                f"B differs from the dataset: {len(missing)} missing {missing[:3]}, "
-                f"{len(extra)} extra {extra[:3]}, {len(differ)} different {differ[:3]}"
-            )
-        res.ok = res.verified
-        return res
+        return _verified(res, folder_b, ds)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
