@@ -507,6 +507,19 @@ def _devices_and_server(
         yield server, stage
 
 
+def _with_a(a: SyncPass, server_cpu: float, tree: ProcessTree) -> ShelfsyncRun:
+    """A run's record with A's pass and the server's figures filled in (not ok yet)."""
+    return ShelfsyncRun(
+        ok=False,
+        a_s=a.wall_s,
+        a_cpu_s=a.cpu_s,
+        a_exit=a.exit,
+        a_summary=a.summary,
+        server_cpu_s=server_cpu,
+        server_peak_rss_mib=tree.peak_rss / 2**20,
+    )
+
+
 def _verified(res: ShelfsyncRun, folder_b: Path, ds: Dataset) -> ShelfsyncRun:
     """`res`, ok when B holds exactly the dataset (sha256 of every file)."""
     got = tree_hashes(folder_b, skip=".shelfsync")
@@ -559,15 +572,7 @@ def shelfsync_run(
                 )
                 t1 = time.perf_counter()
             server_cpu = tree.cpu_s() - cpu0
-        res = ShelfsyncRun(
-            ok=False,
-            a_s=a.wall_s,
-            a_cpu_s=a.cpu_s,
-            a_exit=a.exit,
-            a_summary=a.summary,
-            server_cpu_s=server_cpu,
-            server_peak_rss_mib=tree.peak_rss / 2**20,
-        )
+        res = _with_a(a, server_cpu, tree)
         if b is None or a.exit != 0:
             res.error = f"A's sync exited {a.exit}: {a.stderr_tail}"
             return res
@@ -611,22 +616,14 @@ def _watch_run(
                 server_cpu = tree.cpu_s() - cpu0
             finally:
                 watcher.stop()
-        res = ShelfsyncRun(
-            ok=False,
-            a_s=a.wall_s,
-            a_cpu_s=a.cpu_s,
-            a_exit=a.exit,
-            a_summary=a.summary,
-            server_cpu_s=server_cpu,
-            server_peak_rss_mib=tree.peak_rss / 2**20,
-            b_exit=watcher.exit,
-            b_summary={
-                "passes": watcher.passes,
-                "downloaded_files": watcher.downloaded,
-                "pass_elapsed_s": [x.get("elapsed_s") for x in watcher.summaries],
-                "pass_downloaded": [x.get("downloaded_files") for x in watcher.summaries],
-            },
-        )
+        res = _with_a(a, server_cpu, tree)
+        res.b_exit = watcher.exit
+        res.b_summary = {
+            "passes": watcher.passes,
+            "downloaded_files": watcher.downloaded,
+            "pass_elapsed_s": [x.get("elapsed_s") for x in watcher.summaries],
+            "pass_downloaded": [x.get("downloaded_files") for x in watcher.summaries],
+        }
         if watcher.usage is not None:
             res.b_cpu_s = watcher.usage.ru_utime + watcher.usage.ru_stime
             res.client_peak_rss_mib = max(a.maxrss_kib, watcher.usage.ru_maxrss) / 1024
