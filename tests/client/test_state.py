@@ -105,3 +105,49 @@ def test_a_state_from_another_client_version_is_refused(tmp_path: Path) -> None:
         state.set_meta("schema", "999")
     with pytest.raises(ConfigError, match="another client version"):
         State(tmp_path)
+
+
+def _local(path: str, size: int = 10) -> LocalRecord:
+    return LocalRecord(path, path, size, 123, 456, "h" * 64, 999)
+
+
+def test_what_a_rolled_back_transaction_wrote_is_not_remembered(tmp_path: Path) -> None:
+    # The synced and local trees are kept in memory between reads: a rollback
+    # must not leave the memory saying what the database does not.
+    with State(tmp_path) as state:
+        state.put_synced(SYNCED)
+        state.put_local_file(_local("a.txt"))
+        other = SyncedRecord("b.txt", "b.txt", "id-b", 1, "h" * 64, 1, 1, 1)
+
+        class Boom(Exception):
+            pass
+
+        def interrupted() -> None:
+            with state.transaction():
+                state.put_landed([(other, _local("b.txt"))])
+                state.forget_synced("a.txt")
+                state.forget_local_file("a.txt")
+                assert set(state.synced()) == {"b.txt"}
+                raise Boom
+
+        with pytest.raises(Boom):
+            interrupted()
+        assert state.synced() == {"a.txt": SYNCED}
+        assert set(state.local_files()) == {"a.txt"}
+
+
+def test_a_scan_writes_only_the_records_that_changed(tmp_path: Path) -> None:
+    records = [_local(f"f{i:05}") for i in range(1000)]
+    with State(tmp_path) as state:
+        state.replace_local_files(records)
+        before = state._db.total_changes  # rows written so far
+        state.replace_local_files(records)
+        assert state._db.total_changes == before
+        changed = [*records[1:500], _local("f00500", size=11), *records[501:], _local("new")]
+        state.replace_local_files(changed)
+        assert state._db.total_changes - before == 3  # one gone, one changed, one new
+        returned = state.local_files()
+        returned.clear()  # a caller's copy: the state's own is untouched
+        assert len(state.local_files()) == 1000
+    with State(tmp_path) as state:
+        assert state.local_files() == {r.path: r for r in changed}

@@ -133,7 +133,15 @@ _REMOTE_REPLACE = "INSERT OR REPLACE INTO remote VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class State:
-    """One connection, shared by the transfer threads under a lock."""
+    """One connection, shared by the transfer threads under a lock.
+
+    The `synced` and `local_files` trees are also kept in memory once read:
+    a watching client runs a pass per burst of changes, and reading 10,000 rows
+    of each back into records every pass cost more CPU than the pass's own work.
+    Only this object writes them (the folder lock keeps other processes out),
+    each write updates the copy after its statement succeeded, and a rolled
+    back transaction drops the copies (the next read loads them again).
+    """
 
     def __init__(self, folder: Path) -> None:
         self.directory = folder / STATE_DIR
@@ -146,6 +154,8 @@ class State:
             raise ConfigError(f"cannot open the local state in {self.directory}: {exc}") from exc
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._synced: dict[str, SyncedRecord] | None = None
+        self._local: dict[str, LocalRecord] | None = None
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
@@ -197,6 +207,7 @@ class State:
             try:
                 yield
             except BaseException:
+                self._synced = self._local = None  # may hold what was rolled back
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
@@ -240,6 +251,7 @@ class State:
             if bound != (None, None):
                 for table in ("synced", "remote", "conflicts", "uploads"):
                     self._run(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
+                self._synced = {}
                 self.set_meta("cursor", None)
             self.set_meta("server_url", server_url)
             self.set_meta("device_id", device_id)
@@ -248,16 +260,29 @@ class State:
     # -- synced -------------------------------------------------------------
 
     def synced(self) -> dict[str, SyncedRecord]:
-        rows = self._all("SELECT * FROM synced")
-        return {str(r[0]): SyncedRecord(*r) for r in rows}  # type: ignore[arg-type]
+        """A copy the caller may change (the records themselves are frozen)."""
+        with self._lock:
+            return dict(self._synced_tree())
+
+    def _synced_tree(self) -> dict[str, SyncedRecord]:
+        if self._synced is None:
+            rows = self._db.execute("SELECT * FROM synced").fetchall()
+            self._synced = {str(r[0]): SyncedRecord(*r) for r in rows}
+        return self._synced
 
     def put_synced(self, record: SyncedRecord) -> None:
-        self._run(_SYNCED_REPLACE, _synced_row(record))
+        with self._lock:
+            tree = self._synced_tree()
+            self._run(_SYNCED_REPLACE, _synced_row(record))
+            tree[record.path] = record
 
     def put_landed(self, pairs: Iterable[tuple[SyncedRecord, LocalRecord]]) -> None:
         """Many files' synced and scan records at once (one statement each kind)."""
         pairs = list(pairs)
-        self._put_synced_with(pairs, _LOCAL_REPLACE, [_local_row(r) for _, r in pairs])
+        with self.transaction():
+            local = self._local_tree()
+            self._put_synced_with(pairs, _LOCAL_REPLACE, [_local_row(r) for _, r in pairs])
+            local.update((r.path, r) for _, r in pairs)
 
     def put_pushed(self, pairs: Iterable[tuple[SyncedRecord, RemoteRecord]]) -> None:
         """Many uploaded files' synced and remote records at once, in order (as
@@ -276,29 +301,53 @@ class State:
         if not pairs:
             return
         with self.transaction():
+            tree = self._synced_tree()
             self._db.executemany(_SYNCED_REPLACE, [_synced_row(s) for s, _ in pairs])
             self._db.executemany(statement, rows)
+            tree.update((s.path, s) for s, _ in pairs)
 
     def forget_synced(self, path: str) -> None:
-        self._run("DELETE FROM synced WHERE path = ?", (path,))
+        with self._lock:
+            tree = self._synced_tree()
+            self._run("DELETE FROM synced WHERE path = ?", (path,))
+            tree.pop(path, None)
 
     # -- local files (the scan cache) --------------------------------------
 
     def local_files(self) -> dict[str, LocalRecord]:
-        rows = self._all("SELECT * FROM local_files")
-        return {str(r[0]): LocalRecord(*r) for r in rows}  # type: ignore[arg-type]
+        """A copy the caller may change (the records themselves are frozen)."""
+        with self._lock:
+            return dict(self._local_tree())
+
+    def _local_tree(self) -> dict[str, LocalRecord]:
+        if self._local is None:
+            rows = self._db.execute("SELECT * FROM local_files").fetchall()
+            self._local = {str(r[0]): LocalRecord(*r) for r in rows}
+        return self._local
 
     def replace_local_files(self, records: Iterable[LocalRecord]) -> None:
+        """The scan's records become the table; only rows that differ are written
+        (a pass over an unchanged folder of 10,000 files writes none)."""
+        new = {r.path: r for r in records}
         with self.transaction():
-            self._run("DELETE FROM local_files")
-            with self._lock:
-                self._db.executemany(_LOCAL_REPLACE, [_local_row(r) for r in records])
+            old = self._local_tree()
+            gone = [(path,) for path in old.keys() - new.keys()]
+            changed = [_local_row(r) for path, r in new.items() if old.get(path) != r]
+            self._db.executemany("DELETE FROM local_files WHERE path = ?", gone)
+            self._db.executemany(_LOCAL_REPLACE, changed)
+            self._local = new
 
     def put_local_file(self, record: LocalRecord) -> None:
-        self._run(_LOCAL_REPLACE, _local_row(record))
+        with self._lock:
+            tree = self._local_tree()
+            self._run(_LOCAL_REPLACE, _local_row(record))
+            tree[record.path] = record
 
     def forget_local_file(self, path: str) -> None:
-        self._run("DELETE FROM local_files WHERE path = ?", (path,))
+        with self._lock:
+            tree = self._local_tree()
+            self._run("DELETE FROM local_files WHERE path = ?", (path,))
+            tree.pop(path, None)
 
     # -- remote tree and cursor --------------------------------------------
 
