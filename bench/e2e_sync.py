@@ -36,6 +36,14 @@ Profiling: BENCH_SERVER_PREFIX, BENCH_A_PREFIX and BENCH_B_PREFIX put a command 
 the server's, A's or B's `shelfsync` (after the nice), e.g.
 BENCH_B_PREFIX="perf record -g -o /tmp/b.data --" or "py-spy record -o /tmp/b.svg --".
 
+Filesystem (--fs): both tools' folders, the server's data and the datasets live in one work
+directory. By default (`auto`) that is a fresh ext4 made with mkfs.ext4's defaults (so with a
+journal, as every distribution installs it), in a sparse image file loop-mounted for the run and
+removed after it; `native` uses --work (default: the temp dir) as it is. These machines' own
+ext4 has no journal, which makes creating files after deleting many slow for either tool (see
+SETTLE_S below); --fs native measures that. `auto` falls back to native when it cannot mount
+(not root, no loop device), and says so.
+
 Prints per dataset the medians, the goal and the ratio last. Writes --json OUT (the schema in
 bench/_common.py) and the chart (--chart; default docs/benchmarks/e2e.png, or beside the JSON
 output in --quick mode).
@@ -101,6 +109,67 @@ SETTLE_S = 6.0
 def settle_fs() -> None:
     os.sync()
     time.sleep(SETTLE_S)
+
+
+IMAGE_SIZE = "24G"  # sparse: blocks are allocated as the runs write them
+
+
+def _mount_of(path: Path) -> dict[str, str]:
+    """The /proc/mounts entry holding `path` (the longest mount point above it)."""
+    best = {"mount": "/", "device": "?", "type": "?", "options": "?"}
+    target = str(path.resolve())
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            device, point, fstype, options, *_ = line.split()
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best["mount"]):
+                best = {"mount": point, "device": device, "type": fstype, "options": options}
+    return best
+
+
+@contextlib.contextmanager
+def bench_filesystem(choice: str, base: str | None) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """Where the work directory goes (None: the temp dir) and what it is, for the record."""
+    if choice != "native":
+        try:
+            mounted = _image_filesystem(base)
+            point = next(mounted)
+        except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
+            if choice == "image":
+                raise
+            print(f"  no ext4 image ({exc}); running on the native filesystem", flush=True)
+        else:
+            try:
+                kind = {"kind": "ext4 image (mkfs.ext4 defaults), loop-mounted"}
+                yield str(point), kind | _mount_of(point)
+            finally:
+                with contextlib.suppress(StopIteration):
+                    next(mounted)
+            return
+    where = Path(base or tempfile.gettempdir())
+    yield base, {"kind": "native"} | _mount_of(where)
+
+
+def _image_filesystem(base: str | None) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        raise OSError("mounting an image needs root")
+    fd, image = tempfile.mkstemp(prefix="shelfsync-e2e-", suffix=".ext4", dir=base)
+    os.close(fd)
+    point = Path(tempfile.mkdtemp(prefix="shelfsync-e2e-mnt-", dir=base))
+    mounted = False
+    try:
+        subprocess.run(["truncate", "-s", IMAGE_SIZE, image], check=True)
+        subprocess.run(["/usr/sbin/mkfs.ext4", "-q", "-F", image], check=True)
+        subprocess.run(["mount", "-o", "loop", image, str(point)], check=True)
+        mounted = True
+        yield point
+    finally:
+        if mounted and subprocess.run(["umount", str(point)], check=False).returncode:
+            subprocess.run(["umount", "-l", str(point)], check=False)  # busy: detach it anyway
+        with contextlib.suppress(OSError):
+            point.rmdir()
+        with contextlib.suppress(OSError):
+            os.unlink(image)
 
 
 class Interrupted(Exception):
@@ -957,73 +1026,16 @@ def make_chart(summaries: dict[str, dict[str, Any]], path: Path, quick: bool, wh
 # --------------------------------------------------------------------------- main
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="one run each, subsets: a smoke test")
-    ap.add_argument(
-        "--json", metavar="OUT", help="write the results here (schema: bench/_common.py)"
-    )
-    ap.add_argument("--dataset", choices=["small", "large", "both"], default="both")
-    ap.add_argument(
-        "--runs", type=int, help="runs per tool and dataset (default 3; 1 with --quick)"
-    )
-    ap.add_argument("--chart", metavar="PNG", help=f"default {DEFAULT_CHART.relative_to(REPO)}")
-    ap.add_argument("--no-chart", action="store_true")
-    ap.add_argument("--no-syncthing", action="store_true", help="skip the anchor (no ratio)")
-    ap.add_argument(
-        "--syncthing", action="store_true", help="with --quick: run the Syncthing anchor too"
-    )
-    ap.add_argument(
-        "--mode",
-        choices=["watch", "sequential", "both"],
-        default="both",
-        help="how B syncs: watch (B runs `shelfsync sync --watch` from before the clock starts, "
-        "as Syncthing's B runs), sequential (`sync A` to the end, then `sync B`), or both "
-        "(default; watch is the headline)",
-    )
-    ap.add_argument("--no-floor", action="store_true", help="skip copy_floor.sh")
-    ap.add_argument("--work", metavar="DIR", help="scratch parent dir (default: the temp dir)")
-    ap.add_argument("--keep-logs", metavar="DIR", help="keep server/client/syncthing logs here")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds per sync run")
-    ap.add_argument(
-        "--serve-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `shelfsync serve` (repeatable), e.g. --serve-arg=--server=granian",
-    )
-    ap.add_argument(
-        "--priority",
-        choices=sorted(PRIORITY),
-        default="syncthing",
-        help="syncthing (default): shelfsync at nice 11, as Syncthing's own low priority "
-        "ran here; normal: unchanged",
-    )
-    ap.add_argument(
-        "--src",
-        metavar="DIR",
-        help="run shelfsync from this source tree (PYTHONPATH=DIR), e.g. a commit unpacked "
-        "with `git archive COMMIT | tar -x -C /tmp/snap` and --src /tmp/snap/src",
-    )
-    args = ap.parse_args()
-    PREFIX[:] = PRIORITY[args.priority]
-    if args.src:
-        SRC[:] = [str(Path(args.src).resolve())]
-    runs = args.runs or (1 if args.quick else 3)
-    modes = list(MODES) if args.mode == "both" else [args.mode]
-    with_syncthing = not args.no_syncthing and (args.syncthing or not args.quick)
-    kinds = ["small", "large"] if args.dataset == "both" else [args.dataset]
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-
-    compile_sources()
-    started = now_iso()
-    host = host_info()
-    command = "bench/e2e_sync.py " + " ".join(sys.argv[1:])
-    print(f"e2e_sync: {command.strip()} -- {started}, load average {host['loadavg']}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="shelfsync-e2e-", dir=args.work))
+def _run_all(
+    args: argparse.Namespace,
+    kinds: list[str],
+    runs: int,
+    modes: list[str],
+    with_syncthing: bool,
+    work_base: str | None,
+) -> dict[str, dict[str, Any]] | None:
+    """Every dataset's runs in a new work directory under `work_base`; None: interrupted."""
+    work = Path(tempfile.mkdtemp(prefix="shelfsync-e2e-", dir=work_base))
     logs = Path(args.keep_logs) if args.keep_logs else work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[str, Any]] = {}
@@ -1072,11 +1084,95 @@ def main() -> int:
             summaries[kind] = summarize(kind, ds, st_runs, ss_runs, floor)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({exc!r}); cleaning up", file=sys.stderr)
-        return 130
+        return None
     finally:
         if args.keep_logs:
             print(f"logs kept in {logs}")
         shutil.rmtree(work, ignore_errors=True)
+    return summaries
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="one run each, subsets: a smoke test")
+    ap.add_argument(
+        "--json", metavar="OUT", help="write the results here (schema: bench/_common.py)"
+    )
+    ap.add_argument("--dataset", choices=["small", "large", "both"], default="both")
+    ap.add_argument(
+        "--runs", type=int, help="runs per tool and dataset (default 3; 1 with --quick)"
+    )
+    ap.add_argument("--chart", metavar="PNG", help=f"default {DEFAULT_CHART.relative_to(REPO)}")
+    ap.add_argument("--no-chart", action="store_true")
+    ap.add_argument("--no-syncthing", action="store_true", help="skip the anchor (no ratio)")
+    ap.add_argument(
+        "--syncthing", action="store_true", help="with --quick: run the Syncthing anchor too"
+    )
+    ap.add_argument(
+        "--mode",
+        choices=["watch", "sequential", "both"],
+        default="both",
+        help="how B syncs: watch (B runs `shelfsync sync --watch` from before the clock starts, "
+        "as Syncthing's B runs), sequential (`sync A` to the end, then `sync B`), or both "
+        "(default; watch is the headline)",
+    )
+    ap.add_argument("--no-floor", action="store_true", help="skip copy_floor.sh")
+    ap.add_argument("--work", metavar="DIR", help="scratch parent dir (default: the temp dir)")
+    ap.add_argument("--keep-logs", metavar="DIR", help="keep server/client/syncthing logs here")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per sync run")
+    ap.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `shelfsync serve` (repeatable), e.g. --serve-arg=--server=granian",
+    )
+    ap.add_argument(
+        "--priority",
+        choices=sorted(PRIORITY),
+        default="syncthing",
+        help="syncthing (default): shelfsync at nice 11, as Syncthing's own low priority "
+        "ran here; normal: unchanged",
+    )
+    ap.add_argument(
+        "--fs",
+        choices=["auto", "image", "native"],
+        default="auto",
+        help="auto (default): a fresh journaled ext4 image, loop-mounted, else native; "
+        "image: that or fail; native: --work or the temp dir as it is",
+    )
+    ap.add_argument(
+        "--src",
+        metavar="DIR",
+        help="run shelfsync from this source tree (PYTHONPATH=DIR), e.g. a commit unpacked "
+        "with `git archive COMMIT | tar -x -C /tmp/snap` and --src /tmp/snap/src",
+    )
+    args = ap.parse_args()
+    PREFIX[:] = PRIORITY[args.priority]
+    if args.src:
+        SRC[:] = [str(Path(args.src).resolve())]
+    runs = args.runs or (1 if args.quick else 3)
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    with_syncthing = not args.no_syncthing and (args.syncthing or not args.quick)
+    kinds = ["small", "large"] if args.dataset == "both" else [args.dataset]
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+    compile_sources()
+    started = now_iso()
+    host = host_info()
+    command = "bench/e2e_sync.py " + " ".join(sys.argv[1:])
+    print(f"e2e_sync: {command.strip()} -- {started}, load average {host['loadavg']}", flush=True)
+    with bench_filesystem(args.fs, args.work) as (work_base, filesystem):
+        print(
+            f"filesystem: {filesystem['kind']} ({filesystem['type']} {filesystem['options']})",
+            flush=True,
+        )
+        summaries = _run_all(args, kinds, runs, modes, with_syncthing, work_base)
+    if summaries is None:
+        return 130
 
     chart: Path | None = None
     if not args.no_chart and summaries:
@@ -1135,6 +1231,7 @@ def main() -> int:
         "priority": args.priority,
         "src": SRC[0] if SRC else str(REPO / "src"),
         "chart": str(chart) if chart else None,
+        "filesystem": filesystem,
         "goals": goals,
         "datasets": summaries,
     }
