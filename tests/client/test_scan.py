@@ -19,7 +19,7 @@ from shelfsync.client.scan import (
     is_blocked,
 )
 from shelfsync.client.state import LocalRecord, SyncedRecord
-from shelfsync.content_hash import hash_bytes
+from shelfsync.content_hash import BLOCK_SIZE, ContentHasher, hash_blocks, hash_bytes
 
 OLD_NS = 1_600_000_000 * 10**9  # an mtime far from "now": never racy
 
@@ -255,3 +255,22 @@ def test_scanning_is_fast_for_unchanged_trees(tmp_path: Path) -> None:
     second = Scanner(tmp_path).scan(synced=synced_from(first), cache=cache_of(first))
     assert second.hashed == 0
     assert time.monotonic() - started < 5
+
+
+def test_large_files_hashed_by_the_scan_keep_their_block_digests(tmp_path: Path) -> None:
+    big = os.urandom(2 * BLOCK_SIZE + 5)
+    path = write(tmp_path, "big.bin", big)
+    write(tmp_path, "small.bin", os.urandom(BLOCK_SIZE + 5))
+    first = Scanner(tmp_path, keep_blocks_over=2 * BLOCK_SIZE).scan(synced={}, cache={})
+    assert set(first.blocks) == {"big.bin"}  # only what is over the threshold
+    blocks = first.blocks["big.bin"]
+    expected = ContentHasher()
+    expected.update(big)
+    assert list(blocks.digests) == expected.finish_blocks()
+    assert hash_blocks(blocks.digests) == first.files["big.bin"].content_hash
+    assert blocks.still_matches(path.stat())
+    # A hash from the cache brings no digests; a scanner not asked for them keeps none.
+    again = Scanner(tmp_path, keep_blocks_over=0).scan(synced={}, cache=cache_of(first))
+    assert again.hashed == 0
+    assert again.blocks == {}
+    assert Scanner(tmp_path).scan(synced={}, cache={}).blocks == {}

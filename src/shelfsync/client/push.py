@@ -195,7 +195,15 @@ class Pusher:
         match action:
             case p.ReportUpsert(path=path, content_hash=h, base_revision=based_on):
                 f = scan.files[path]
-                job = UploadJob(path, self._root / f.local, h, f.size, f.mtime_ns, based_on)
+                job = UploadJob(
+                    path,
+                    self._root / f.local,
+                    h,
+                    f.size,
+                    f.mtime_ns,
+                    based_on,
+                    scan.blocks.get(path),
+                )
                 if result.status == "upload_required":
                     uploads.append(job)
                 elif result.status == "conflict" and result.conflict_id:

@@ -14,6 +14,10 @@ moves, which keep the item's id (protocol section 7). The inode alone is not
 enough: file systems reuse a deleted file's inode for the next new file, and
 calling that a move would tie two unrelated files to one history. (A file
 moved *and* edited between two syncs therefore travels as delete + create.)
+
+A large file hashed by this scan keeps its block digests in the result, with
+the stat they belong to (`BlockDigests`), so that its upload need not read and
+hash it again while it stays as it was.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from shelfsync.content_hash import EMPTY_HASH, hash_bytes, hash_stream
 
 __all__ = [
     "RACY_WINDOW_NS",
+    "BlockDigests",
     "LocalFile",
     "LocalMove",
     "ScanResult",
@@ -66,6 +71,19 @@ class LocalFile:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockDigests:
+    """A file's raw 4 MiB block digests, and the stat of the file they were read from."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    digests: tuple[bytes, ...]
+
+    def still_matches(self, st: os.stat_result) -> bool:
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
+
+
+@dataclass(frozen=True, slots=True)
 class LocalMove:
     from_path: str
     to_path: str
@@ -87,6 +105,9 @@ class ScanResult:
     partials: list[str] = field(default_factory=list)
     # The rules this scan applied: remote paths they match are left alone too.
     rules: IgnoreRules = field(default_factory=IgnoreRules)
+    # Library path -> block digests of the large files this scan read (not
+    # those whose hash came from the cache): kept for this pass only.
+    blocks: dict[str, BlockDigests] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,30 +130,50 @@ def _read_small(fd: int, size: int) -> bytes:
     return data
 
 
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    content_hash: str
+    stat: os.stat_result
+    # Only for a file read block by block that did not change while it was read.
+    blocks: BlockDigests | None
+
+
 def hash_local_file(path: Path | str) -> tuple[str, os.stat_result] | None:
     """The content hash and the stat it belongs to; None if the file vanished.
 
     Re-hashes while the file changes under us (stat before and after differ).
     A small file is read whole with one read (no file object, one block).
     """
+    hashed = _hash_local_file(path)
+    return None if hashed is None else (hashed.content_hash, hashed.stat)
+
+
+def _hash_local_file(path: Path | str) -> _Hashed | None:
     for _ in range(_MAX_HASH_ATTEMPTS):
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        digests: list[bytes] | None = None
         try:
             before = os.fstat(fd)
             if before.st_size <= _SMALL_FILE_BYTES:
                 digest = hash_bytes(_read_small(fd, before.st_size))
             else:
                 with open(fd, "rb", buffering=0, closefd=False) as fh:
-                    digest = hash_stream(fh).hexdigest()
+                    hasher = hash_stream(fh)
+                digest, digests = hasher.hexdigest(), hasher.block_digests
             after = os.fstat(fd)
         finally:
             os.close(fd)
         if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
-            return digest, after
-    return digest, after
+            blocks = None
+            if digests is not None:
+                blocks = BlockDigests(
+                    after.st_size, after.st_mtime_ns, after.st_ino, tuple(digests)
+                )
+            return _Hashed(digest, after, blocks)
+    return _Hashed(digest, after, None)
 
 
 class Scanner:
@@ -142,10 +183,14 @@ class Scanner:
         *,
         hash_workers: int = 4,
         clock_ns: Callable[[], int] = time.time_ns,
+        keep_blocks_over: int | None = None,
     ) -> None:
+        """keep_blocks_over: files larger than this keep their block digests
+        (`ScanResult.blocks`); None keeps none."""
         self.root = root
         self._hash_workers = hash_workers
         self._clock_ns = clock_ns
+        self._keep_blocks_over = keep_blocks_over
 
     def scan(
         self, *, synced: Mapping[str, SyncedRecord], cache: Mapping[str, LocalRecord]
@@ -231,8 +276,8 @@ class Scanner:
             return
         root = os.fspath(self.root)
 
-        def hash_group(group: list[_Seen]) -> list[tuple[str, os.stat_result] | None]:
-            return [hash_local_file(f"{root}/{s.local}") for s in group]
+        def hash_group(group: list[_Seen]) -> list[_Hashed | None]:
+            return [_hash_local_file(f"{root}/{s.local}") for s in group]
 
         groups = [todo[i : i + _HASH_GROUP] for i in range(0, len(todo), _HASH_GROUP)]
         with ThreadPoolExecutor(max_workers=self._hash_workers) as pool:
@@ -243,9 +288,12 @@ class Scanner:
                 result.hashed += 1
                 if hashed is None:
                     continue  # deleted while we looked: absent
-                digest, st = hashed
+                st = hashed.stat
                 fresh = _Seen(item.path, item.local, st.st_size, st.st_mtime_ns, st.st_ino)
-                self._add(result, fresh, digest, now_ns)
+                self._add(result, fresh, hashed.content_hash, now_ns)
+                keep_over = self._keep_blocks_over
+                if hashed.blocks is not None and keep_over is not None and st.st_size > keep_over:
+                    result.blocks[item.path] = hashed.blocks
 
     @staticmethod
     def _add(result: ScanResult, item: _Seen, content_hash: str, checked_ns: int) -> None:

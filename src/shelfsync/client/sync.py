@@ -30,7 +30,7 @@ from shelfsync.client.push import Pusher
 from shelfsync.client.scan import Scanner, ScanResult, is_blocked
 from shelfsync.client.state import RemoteRecord, State
 from shelfsync.client.transfer import TransferCounters, TransferSettings
-from shelfsync.client.upload import Uploader
+from shelfsync.client.upload import CHUNKED_OVER_BYTES, Uploader
 from shelfsync.protocol.sync import Change
 
 __all__ = ["MAX_ROUNDS", "PassSummary", "SyncEngine", "plan_input"]
@@ -91,7 +91,8 @@ class SyncEngine:
         self.settings = settings or TransferSettings()
         self.counters = TransferCounters()
         self._clock = clock
-        self._scanner = Scanner(self.root)
+        # What goes up in chunks is not read again when this scan just hashed it.
+        self._scanner = Scanner(self.root, keep_blocks_over=CHUNKED_OVER_BYTES)
         self._chunk_pool = ThreadPoolExecutor(self.settings.parallel_chunks, "shelfsync-chunk")
         self._file_pool = ThreadPoolExecutor(self.settings.parallel_files, "shelfsync-file")
         self._batch_pool = ThreadPoolExecutor(PARALLEL_BATCHES, "shelfsync-batch")

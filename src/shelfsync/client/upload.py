@@ -2,7 +2,10 @@
 
 A file is read once to check it still has the content hash the report named and
 to compute its 4 MiB block digests (blocks hashed in parallel on the chunk
-threads: hashlib releases the GIL); the session is created with those
+threads: hashlib releases the GIL). A large file the scan just hashed is not
+read for that: its block digests from the scan serve while its stat is still
+the one they were computed for (the server checks the bytes against them
+anyway, see below). The session is created with those
 (`block_hashes`), so an edited large file sends only the chunks that changed.
 Files of a few blocks ask for chunks of one block, so each chunk's
 `Content-Digest` is the block digest already computed; larger files ask for
@@ -43,19 +46,22 @@ from shelfsync.client.errors import (
 )
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import Reporter, Transfer
+from shelfsync.client.scan import BlockDigests
 from shelfsync.client.state import PendingUpload, State
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.content_hash import BLOCK_SIZE, ContentHasher, hash_blocks
 from shelfsync.protocol.sync import ReportResult
 from shelfsync.protocol.uploads import UploadCreate, UploadSession
 
-__all__ = ["UploadJob", "Uploader", "mtime_datetime"]
+__all__ = ["CHUNKED_OVER_BYTES", "UploadJob", "Uploader", "mtime_datetime"]
 
 # A chunk claimed by a request that died stays claimed until the server notices
 # the broken connection: wait that out a few times before giving up.
 _CLAIM_RETRIES = 10
 _CLAIM_WAIT_S = 1.0
-_SMALL_FILE_BYTES = 8 * 1024 * 1024
+# Larger files go up in several chunks; smaller ones are read whole (and hashed
+# on the way) to be sent in one.
+CHUNKED_OVER_BYTES = 8 * 1024 * 1024
 # Chunks of several blocks (16 MiB: a quarter of the requests, syncs and
 # records of block-sized chunks; 4 in flight hold 64 MiB) for files that still
 # span at least 8 of them (twice the chunks in flight), so that a killed upload
@@ -72,12 +78,13 @@ class UploadJob:
     size: int
     mtime_ns: int
     base_revision: int | None
+    scanned: BlockDigests | None = None  # from the scan that named content_hash
 
 
 def _chunk_size(size: int) -> int | None:
     """One block per chunk (its Content-Digest is the block digest) up to
     _MULTI_BLOCK_FILE_BYTES, then larger chunks checked against block_hashes."""
-    if size <= _SMALL_FILE_BYTES:
+    if size <= CHUNKED_OVER_BYTES:
         return None
     return BLOCK_SIZE if size < _MULTI_BLOCK_FILE_BYTES else _LARGE_CHUNK
 
@@ -101,6 +108,26 @@ class _ChangedMeanwhile(Exception):
 def _hash_block(fd: int, index: int) -> tuple[bytes, int]:
     data = os.pread(fd, BLOCK_SIZE, index * BLOCK_SIZE)
     return hashlib.sha256(data).digest(), len(data)
+
+
+def _scanned_digests(job: UploadJob) -> list[bytes] | None:
+    """The scan's block digests, if the file still has the stat they were read at.
+
+    An edit that keeps the stat (same size, and mtime within one tick) gets
+    past this; the server then refuses the chunk it touched, as it does any
+    edit made after the check.
+    """
+    scanned = job.scanned
+    if scanned is None:
+        return None
+    try:
+        st = os.stat(job.file)
+    except OSError:
+        return None  # the usual check says what became of it
+    if st.st_size != job.size or not scanned.still_matches(st):
+        return None
+    digests = list(scanned.digests)
+    return digests if hash_blocks(digests) == job.content_hash else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +203,14 @@ class Uploader:
         return result
 
     def _read_and_check(self, job: UploadJob) -> _Checked | None:
+        if job.size > CHUNKED_OVER_BYTES and (scanned := _scanned_digests(job)) is not None:
+            return _Checked(scanned, None)
         try:
             fd = os.open(job.file, os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
-            if job.size <= _SMALL_FILE_BYTES:
+            if job.size <= CHUNKED_OVER_BYTES:
                 small = os.read(fd, job.size + 1)
                 while len(small) <= job.size and (more := os.read(fd, job.size + 1 - len(small))):
                     small += more
