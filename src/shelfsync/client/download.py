@@ -232,7 +232,7 @@ class Downloader:
         if offset >= job.size:
             hasher, offset = ContentHasher(), 0
         transfer = self._reporter.transfer(verb="downloaded", path=job.path, size_bytes=job.size)
-        with self._api.download(job.path, offset=offset, if_range=etag) as stream:
+        with self._api.download(job.path, offset=offset, if_range=etag, size=job.size) as stream:
             if stream.headers.get("etag") != etag:
                 return False
             if stream.status == 206 and offset:

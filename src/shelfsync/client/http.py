@@ -1,24 +1,29 @@
 """Typed calls to the shelfsync API over httpx (protocol sections 2-10).
 
-The only module that knows httpx. Transport failures become ServerUnreachable,
+The only module that knows httpx (and httpcore). Transport failures become ServerUnreachable,
 error answers become ApiError subclasses (by `code`), both chained. Requests are
 retried on transport errors and on 429/503 (honouring `Retry-After`): every
 call here is safe to repeat (reports answer `unchanged` to a retry, upload
 creation returns the pending session, chunk PUTs accept the same bytes again).
 One `ApiClient` is shared by the transfer threads: httpx.Client is thread-safe,
-and the access token is renewed under a lock.
+and the access token is renewed under a lock. Large single-file downloads go
+through a second httpx.Client (same retries, tokens and errors) whose
+connections read the socket in pieces of up to 1 MiB (`WideReadTransport`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -63,7 +68,18 @@ from shelfsync.protocol.sync import (
 )
 from shelfsync.protocol.uploads import ChunkReceipt, UploadComplete, UploadCreate, UploadSession
 
-__all__ = ["ApiClient", "DownloadStream", "RetryPolicy", "encode_library_path", "problem_error"]
+__all__ = [
+    "WIDE_DOWNLOAD_MIN_BYTES",
+    "WIDE_READ_BYTES",
+    "ApiClient",
+    "DownloadStream",
+    "RetryPolicy",
+    "WideReadBackend",
+    "WideReadStream",
+    "WideReadTransport",
+    "encode_library_path",
+    "problem_error",
+]
 
 M = TypeVar("M", bound=BaseModel)
 SYNC = "/api/v1/sync"
@@ -123,6 +139,169 @@ def problem_error(response: httpx.Response) -> ApiError:
     return ApiError(problem)
 
 
+# -- wide reads for large downloads ------------------------------------------
+#
+# httpcore reads the socket in 64 KiB pieces (HTTP11Connection.READ_NUM_BYTES), and
+# every piece goes through h11 and httpx in Python: 16,384 times a GiB. Large
+# single-file downloads go through a client of their own whose streams read up to
+# 1 MiB a time (measured: about half the client CPU of a 1 GiB download). Only
+# those: everything else keeps httpx's own transport.
+
+# What a wide stream asks the socket for, at least.
+WIDE_READ_BYTES = 1024 * 1024
+# Downloads with at least this much left to fetch go through the wide client.
+WIDE_DOWNLOAD_MIN_BYTES = 4 * 1024 * 1024
+
+
+class WideReadStream(httpcore.NetworkStream):
+    """A network stream whose reads ask for at least `WIDE_READ_BYTES`."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max(max_bytes, WIDE_READ_BYTES), timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return WideReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> object:
+        return self._inner.get_extra_info(info)
+
+
+class WideReadBackend(httpcore.NetworkBackend):
+    """httpcore's network backend (or `inner`), its streams wrapped in WideReadStream."""
+
+    def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        return WideReadStream(
+            self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        return WideReadStream(self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+# httpcore's errors as httpx's, the most specific first (as httpx.HTTPTransport maps them).
+_CORE_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _core_errors_mapped() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core, mapped in _CORE_ERRORS:
+            if isinstance(exc, core):
+                raise mapped(str(exc)) from exc
+        raise
+
+
+class _CoreBody(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _core_errors_mapped():
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class WideReadTransport(httpx.BaseTransport):
+    """httpx.HTTPTransport's defaults (HTTP/1.1, certificates as httpx verifies them),
+    over an httpcore.ConnectionPool whose connections read up to 1 MiB a time."""
+
+    def __init__(
+        self, limits: httpx.Limits, network_backend: httpcore.NetworkBackend | None = None
+    ) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=network_backend or WideReadBackend(),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _core_errors_mapped():
+            answer = self._pool.handle_request(core)
+        assert isinstance(answer.stream, Iterable)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_CoreBody(answer.stream),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _proxied_by_environment() -> bool:
+    """Does the environment name a proxy (as httpx.Client reads it with trust_env)?"""
+    return not {"http", "https", "all"}.isdisjoint(urllib.request.getproxies())
+
+
 class DownloadStream:
     """An open download answer: status, headers and the body in pieces."""
 
@@ -132,9 +311,10 @@ class DownloadStream:
         self.headers = response.headers
 
     def iter_bytes(self, piece_bytes: int | None = None) -> Iterator[bytes]:
-        """The body; by default in the pieces the socket gives (about 64 KiB), since
-        regrouping them into larger pieces costs a copy of every byte (measured:
-        about 40 % of a large download's client CPU)."""
+        """The body; by default in the pieces the socket gives (about 64 KiB, up to
+        1 MiB through the wide client of large downloads), since regrouping them
+        into larger pieces costs a copy of every byte (measured: about 40 % of a
+        large download's client CPU)."""
         try:
             yield from self._response.iter_bytes(piece_bytes)
         except httpx.HTTPError as exc:
@@ -163,16 +343,41 @@ class ApiClient:
         self._access_token: str | None = None
         self._access_expires_at = 0.0
         self.device_id: str | None = None
-        self._http = httpx.Client(
+        self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        self._timeout = httpx.Timeout(timeout_s, connect=10.0)
+        self._http = self._client(transport)
+        self._given_transport = transport is not None
+        self._wide: httpx.Client | None = None
+        self._wide_lock = threading.Lock()
+
+    def _client(self, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(
             base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            timeout=self._timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+            limits=self._limits,
             headers={"User-Agent": "shelfsync-client"},
         )
 
+    def _wide_client(self) -> httpx.Client:
+        """The client of large downloads: a pool of its own that reads wide
+        (WideReadTransport), made on first use (a TLS context costs ~20 ms of CPU).
+        A transport given by the caller (tests) serves them too, and so does the
+        main client when the environment names a proxy (only httpx's own
+        transport goes through it)."""
+        with self._wide_lock:
+            if self._wide is None:
+                shared = self._given_transport or _proxied_by_environment()
+                self._wide = self._http if shared else self._client(WideReadTransport(self._limits))
+            return self._wide
+
     def close(self) -> None:
-        self._http.close()
+        try:
+            self._http.close()
+        finally:
+            with self._wide_lock:
+                if self._wide is not None and self._wide is not self._http:
+                    self._wide.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -182,12 +387,16 @@ class ApiClient:
 
     # -- plumbing ----------------------------------------------------------
 
-    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """Send with retries; error answers are raised as ApiError."""
+    def _send(
+        self, request: httpx.Request, *, stream: bool = False, via: httpx.Client | None = None
+    ) -> httpx.Response:
+        """Send (through `via`, by default the main client) with retries; error
+        answers are raised as ApiError."""
+        http = via or self._http
         attempt = 0
         while True:
             try:
-                response = self._http.send(request, stream=stream)
+                response = http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if attempt + 1 >= self._retry.attempts:
                     raise ServerUnreachable(
@@ -236,11 +445,13 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
         stream: bool = False,
+        via: httpx.Client | None = None,
     ) -> httpx.Response:
+        http = via or self._http
         renewed = False
         while True:
             token = self._token(renew=renewed)
-            request = self._http.build_request(
+            request = http.build_request(
                 method,
                 url,
                 json=json,
@@ -250,7 +461,7 @@ class ApiClient:
                 timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
-                return self._send(request, stream=stream)
+                return self._send(request, stream=stream, via=http)
             except Unauthorized:
                 # An access token can die early (server restart with a new key,
                 # rotation): mint one more from the device token, once.
@@ -373,20 +584,28 @@ class ApiClient:
 
     @contextlib.contextmanager
     def download(
-        self, path: str, *, offset: int = 0, if_range: str | None = None
+        self, path: str, *, offset: int = 0, if_range: str | None = None, size: int | None = None
     ) -> Iterator[DownloadStream]:
         """GET the current content of `path`, from `offset` (Range) when > 0.
 
         With `if_range` (an ETag) the server answers 206 only while the content
         is still that one, else 200 with the whole body (RFC 9110 section 13.1.5).
+        `size`, the whole content's size when known: with at least
+        `WIDE_DOWNLOAD_MIN_BYTES` left from `offset`, the body comes through the
+        client that reads the socket in pieces of up to 1 MiB.
         """
         headers: dict[str, str] = {}
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
             if if_range is not None:
                 headers["If-Range"] = if_range
+        wide = size is not None and size - offset >= WIDE_DOWNLOAD_MIN_BYTES
         response = self._authed(
-            "GET", f"{SYNC}/download/{encode_library_path(path)}", headers=headers, stream=True
+            "GET",
+            f"{SYNC}/download/{encode_library_path(path)}",
+            headers=headers,
+            stream=True,
+            via=self._wide_client() if wide else self._http,
         )
         try:
             yield DownloadStream(response)
