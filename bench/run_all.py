@@ -348,6 +348,8 @@ def render_table(entries: dict[str, Json], quick: bool) -> str:
         when = data.get("started") or ""
         load = host.get("loadavg")
         extra = f", load average at start {load[0]:.1f}" if load else ""
+        if fs := data.get("filesystem"):
+            extra += f", on {fs['kind']} ({fs['type']} {fs['options']})"
         took = f", {entry['seconds']} s" if "seconds" in entry else ""
         if data:
             note = f"; {data['note']}" if data.get("note") else ""
