@@ -23,7 +23,11 @@ _PG = sa.create_engine("postgresql+psycopg://")
 
 
 def _cache_size(tx: sa.Connection) -> int:
-    return int(tx.exec_driver_sql("PRAGMA cache_size").scalar_one())
+    return _pragma(tx, "cache_size")
+
+
+def _pragma(tx: sa.Connection, name: str) -> int:
+    return int(tx.exec_driver_sql(f"PRAGMA {name}").scalar_one())
 
 
 def test_sqlite_writes_keep_one_connection_with_a_big_cache(db: Database) -> None:
@@ -34,6 +38,9 @@ def test_sqlite_writes_keep_one_connection_with_a_big_cache(db: Database) -> Non
         with db.write() as tx:
             seen.add(id(tx.connection.dbapi_connection))
             assert _cache_size(tx) <= -32 * 1024  # KiB, at least 32 MiB
+            # Several report batches (about 3,300 pages each) between checkpoints.
+            assert _pragma(tx, "wal_autocheckpoint") >= 4 * 3300
+            assert _pragma(tx, "journal_size_limit") > 0
     assert len(seen) == 1
     with db.read() as conn:
         assert id(conn.connection.dbapi_connection) not in seen
