@@ -130,26 +130,23 @@ def _mount_of(path: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def bench_filesystem(choice: str, base: str | None) -> Iterator[tuple[str | None, dict[str, Any]]]:
     """Where the work directory goes (None: the temp dir) and what it is, for the record."""
-    if choice != "native":
-        try:
-            mounted = _image_filesystem(base)
-            point = next(mounted)
-        except (OSError, subprocess.CalledProcessError, StopIteration) as exc:
-            if choice == "image":
-                raise
-            print(f"  no ext4 image ({exc}); running on the native filesystem", flush=True)
-        else:
+    with contextlib.ExitStack() as stack:
+        point: Path | None = None
+        if choice != "native":
             try:
-                kind = {"kind": "ext4 image (mkfs.ext4 defaults), loop-mounted"}
-                yield str(point), kind | _mount_of(point)
-            finally:
-                with contextlib.suppress(StopIteration):
-                    next(mounted)
-            return
-    where = Path(base or tempfile.gettempdir())
-    yield base, {"kind": "native"} | _mount_of(where)
+                point = stack.enter_context(_image_filesystem(base))
+            except (OSError, subprocess.CalledProcessError) as exc:
+                if choice == "image":
+                    raise
+                print(f"  no ext4 image ({exc}); running on the native filesystem", flush=True)
+        if point is not None:
+            kind = {"kind": "ext4 image (mkfs.ext4 defaults), loop-mounted"}
+            yield str(point), kind | _mount_of(point)
+        else:
+            yield base, {"kind": "native"} | _mount_of(Path(base or tempfile.gettempdir()))
 
 
+@contextlib.contextmanager
 def _image_filesystem(base: str | None) -> Iterator[Path]:
     if os.geteuid() != 0:
         raise OSError("mounting an image needs root")

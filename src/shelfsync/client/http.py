@@ -210,91 +210,19 @@ class WideReadBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-# httpcore's errors as httpx's, the most specific first (as httpx.HTTPTransport maps them).
-_CORE_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
+class WideReadTransport(httpx.HTTPTransport):
+    """httpx's own transport (its request and response mapping, its errors, HTTP/1.1,
+    certificates as httpx verifies them), its connections made by WideReadBackend.
 
-
-@contextlib.contextmanager
-def _core_errors_mapped() -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        for core, mapped in _CORE_ERRORS:
-            if isinstance(exc, core):
-                raise mapped(str(exc)) from exc
-        raise
-
-
-class _CoreBody(httpx.SyncByteStream):
-    def __init__(self, stream: Iterable[bytes]) -> None:
-        self._stream = stream
-
-    def __iter__(self) -> Iterator[bytes]:
-        with _core_errors_mapped():
-            yield from self._stream
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-
-class WideReadTransport(httpx.BaseTransport):
-    """httpx.HTTPTransport's defaults (HTTP/1.1, certificates as httpx verifies them),
-    over an httpcore.ConnectionPool whose connections read up to 1 MiB a time."""
+    HTTPTransport takes no network backend, so the pool it made is given ours;
+    tests/client/test_http_wide_reads.py fails if httpx or httpcore rename what
+    this sets (the reads would narrow again)."""
 
     def __init__(
         self, limits: httpx.Limits, network_backend: httpcore.NetworkBackend | None = None
     ) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=network_backend or WideReadBackend(),
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.SyncByteStream)
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _core_errors_mapped():
-            answer = self._pool.handle_request(core)
-        assert isinstance(answer.stream, Iterable)
-        return httpx.Response(
-            status_code=answer.status,
-            headers=answer.headers,
-            stream=_CoreBody(answer.stream),
-            extensions=answer.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
+        super().__init__(limits=limits)
+        self._pool._network_backend = network_backend or WideReadBackend()
 
 
 def _proxied_by_environment() -> bool:
