@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from shelfsync.server.domain.errors import InsufficientStorage, Unavailable
+from shelfsync.server.storage.wal_checkpointer import WalCheckpointer
 
 __all__ = ["BULK_BYTES_KEY", "Database", "Tx", "WouldBlock", "normalize_url", "savepoint"]
 
@@ -39,12 +40,11 @@ _SYNC_LEVEL = "shelfsync_synchronous"  # a pooled SQLite connection's current le
 # used, so a small library never reaches it.
 _WRITE_CACHE_KIB = 64 * 1024
 # Pages in the log before a commit of the write connection copies them into the
-# database file (SQLite's default: 1,000). A report batch of 1,000 new items
-# logs about 3,300 pages, so with the default every batch paid a checkpoint (a
-# second write of each page and an fsync of the file), and an index page
-# dirtied again by the next batches was copied each time. Measured at
-# 1,000,000 items (bench/feed_report.py, 20 batches, two runs each): ingest
-# 7,605 / 7,649 -> 8,559 / 8,221 changes/s. Commits still sync the log.
+# database file itself (SQLite's default: 1,000). storage/wal_checkpointer.py
+# copies them after every commit, off the request path; this is the backstop
+# should it fall behind. A report batch of 1,000 new items logs about 3,300
+# pages: with the default every batch would pay a checkpoint inside its
+# request (a second write of each page and an fsync of the file).
 _WAL_CHECKPOINT_PAGES = 16384
 # Once a checkpoint has emptied it, the log is cut back to this size on disk.
 _WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -88,6 +88,7 @@ class Database:
         self._nowait_conn: sqlite3.Connection | None = None
         self._nowait_lock = threading.Lock()
         self._nowait_plans: dict[int, _Plan] = {}
+        self._checkpointer: WalCheckpointer | None = None
         if self.is_sqlite:
             self.engine: Engine = sa.create_engine(
                 self.url,
@@ -111,6 +112,7 @@ class Database:
                     connect_args={"check_same_thread": False, "timeout": 30},
                 )
                 _install_sqlite_hooks(self._writes, cache_kib=_WRITE_CACHE_KIB)
+                self._checkpointer = WalCheckpointer(_file_path(self.url))
         else:
             self.engine = sa.create_engine(
                 self.url,
@@ -155,6 +157,8 @@ class Database:
                 if not durable and not self.is_sqlite:
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
+            if self._checkpointer is not None:
+                self._checkpointer.committed()
             if self.is_sqlite and conn.info.get(BULK_BYTES_KEY, 0) >= _BULK_SHRINK_BYTES:
                 # Committed: drop the page cache that content bytes filled.
                 # Straight to the driver: no transaction (SQLAlchemy's autobegin
@@ -208,10 +212,10 @@ class Database:
         return None if row is None else plan.typed(row)
 
     def _connect_nowait(self) -> sqlite3.Connection:
-        path = sa.engine.make_url(self.url).database
-        assert path is not None
         try:
-            conn = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                _file_path(self.url), timeout=0, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise WouldBlock from exc
@@ -225,11 +229,19 @@ class Database:
                 conn.close()
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
         if self._writes is not self.engine:
             self._writes.dispose()
         with self._nowait_lock:
             self._close_nowait()
+
+
+def _file_path(url: str) -> str:
+    path = sa.engine.make_url(url).database
+    assert path is not None
+    return path
 
 
 def _plain_file(url: str) -> bool:
