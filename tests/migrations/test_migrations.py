@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -115,6 +116,11 @@ def test_upgraded_database_is_at_head_revision(empty_db: Database) -> None:
     assert head_revision(empty_db) is not None
 
 
+def _whole_path_key(path: str) -> str:
+    """The path key before 0006: SHA-256 of the whole path."""
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
 @BOTH
 def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> None:
     """A library written before 0004: its moves get from_path_hash, so
@@ -135,7 +141,7 @@ def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> 
                 "deleted, created_at, updated_at, seq, op, from_path) VALUES ('i1', 'u1', "
                 "'b.txt', :b, 2, 0, '{}', :f, :t, :t, 2, 'move', 'a.txt')"
             ),
-            {"b": path_key("b.txt"), "f": False, "t": when},
+            {"b": _whole_path_key("b.txt"), "f": False, "t": when},
         )
         for number, path, op, from_path in (
             (1, "a.txt", "upsert", None),
@@ -150,7 +156,7 @@ def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> 
                 {
                     "n": number,
                     "p": path,
-                    "h": path_key(path),
+                    "h": _whole_path_key(path),
                     "f": False,
                     "t": when,
                     "op": op,
@@ -207,3 +213,129 @@ def test_0005_adds_the_table_of_inline_content(empty_db: Database) -> None:
     assert "content_data" not in sa.inspect(empty_db.engine).get_table_names()
     upgrade(empty_db)
     assert _differences(empty_db, metadata) == []
+
+
+# Paths whose keys the databases' own functions must compute exactly as
+# storage.items.path_key does: no folder, nested folders, non-ASCII, quotes,
+# regular-expression and LIKE characters, and a line break in each part.
+_AWKWARD_PATHS = (
+    "a.txt",
+    "dir/b.txt",
+    "dir/sub/c d.txt",
+    "Müsik/naïve 日本語/🎵.flac",
+    "o'brien/50% [draft].*.txt",
+    "line\nbreak/f\ng.txt",
+)
+
+
+def _stored_keys(db: Database) -> list[tuple[str, str, str]]:
+    """Every stored path key beside the path it must be the key of, sorted."""
+    with db.read() as tx:
+        rows = []
+        for table, key, path in (
+            ("items", "path_hash", "path"),
+            ("revisions", "path_hash", "path"),
+            ("revisions", "from_path_hash", "from_path"),
+            ("conflicts", "path_hash", "path"),
+            ("upload_sessions", "path_hash", "path"),
+        ):
+            query = f"SELECT {path}, {key} FROM {table} WHERE {path} IS NOT NULL"
+            rows += [(f"{table}.{key}", r[0], r[1]) for r in tx.execute(sa.text(query))]
+    return sorted(rows)
+
+
+@BOTH
+def test_0006_gives_every_stored_path_the_folder_clustered_key(empty_db: Database) -> None:
+    """A library written before 0006 (keys: SHA-256 of the whole path) is
+    re-keyed in every table and column that stores a path key; its items are
+    found by path afterwards; a downgrade restores the old keys."""
+    upgrade(empty_db, "0005")
+    when = "2026-11-30 12:00:00"
+    with empty_db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, username, password_hash, generation, created_at) "
+                "VALUES ('u1', 'alice', 'x', 1, :t)"
+            ),
+            {"t": when},
+        )
+        for n, path in enumerate(_AWKWARD_PATHS):
+            moved_from = _AWKWARD_PATHS[n - 1]
+            conn.execute(
+                sa.text(
+                    "INSERT INTO items (id, user_id, path, path_hash, revision, size, metadata, "
+                    "deleted, created_at, updated_at, seq, op, from_path) VALUES (:id, 'u1', "
+                    ":p, :h, 2, 0, '{}', :d, :t, :t, :n, 'move', :fp)"
+                ),
+                {
+                    "id": f"i{n}",
+                    "p": path,
+                    "h": _whole_path_key(path),
+                    "d": n == 0,  # one tombstone
+                    "t": when,
+                    "n": n + 1,
+                    "fp": moved_from,
+                },
+            )
+            for number, at, from_path in ((1, moved_from, None), (2, path, moved_from)):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO revisions (item_id, revision, user_id, path, path_hash, "
+                        "size, metadata, deleted, created_at, seq, op, from_path, "
+                        "from_path_hash) VALUES (:id, :r, 'u1', :p, :h, 0, '{}', :d, :t, :n, "
+                        "'move', :fp, :fh)"
+                    ),
+                    {
+                        "id": f"i{n}",
+                        "r": number,
+                        "p": at,
+                        "h": _whole_path_key(at),
+                        "d": False,
+                        "t": when,
+                        "n": n + 1,
+                        "fp": from_path,
+                        "fh": None if from_path is None else _whole_path_key(from_path),
+                    },
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO conflicts (id, user_id, device_id, path, path_hash, status, "
+                    "detected_at, server_deleted, client_op, client_metadata, client_deleted, "
+                    "suggested_path) VALUES (:id, 'u1', 'd1', :p, :h, 'unresolved', :t, :f, "
+                    "'upsert', '{}', :f, :p)"
+                ),
+                {"id": f"c{n}", "p": path, "h": _whole_path_key(path), "t": when, "f": False},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO upload_sessions (id, user_id, device_id, path, path_hash, size, "
+                    "content_hash, chunk_size, chunk_count, status, deduplicated, created_at, "
+                    "updated_at, expires_at) VALUES (:id, 'u1', 'd1', :p, :h, 1, :c, 1, 1, "
+                    "'pending', :f, :t, :t, :t)"
+                ),
+                {
+                    "id": f"s{n}",
+                    "p": path,
+                    "h": _whole_path_key(path),
+                    "c": "c" * 64,
+                    "t": when,
+                    "f": False,
+                },
+            )
+    before = _stored_keys(empty_db)
+    # Per path: its item, two revisions (one of them a move from it), a conflict, a session.
+    assert len(before) == 6 * len(_AWKWARD_PATHS)
+    assert all(key == _whole_path_key(path) for _, path, key in before)
+
+    upgrade(empty_db)
+    assert _differences(empty_db, metadata) == []
+    after = _stored_keys(empty_db)
+    assert [(t, p) for t, p, _ in after] == [(t, p) for t, p, _ in before]
+    for column, path, key in after:
+        assert key == path_key(path), (column, path)
+    with empty_db.read() as tx:
+        found = ItemRepository(tx).at_paths("u1", _AWKWARD_PATHS)
+    assert {p: i.id for p, i in found.items()} == {p: f"i{n}" for n, p in enumerate(_AWKWARD_PATHS)}
+
+    command.downgrade(migrate._config(empty_db), "0005")
+    assert _stored_keys(empty_db) == before

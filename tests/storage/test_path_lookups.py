@@ -175,3 +175,16 @@ def test_path_lookups_use_the_partial_indexes(db: Database) -> None:
     joined = "\n".join(plans)
     for index in ("uq_items_live_path", "ix_items_tombstone_path", "ix_revisions_moved_from"):
         assert index in joined, joined
+
+
+def test_the_keys_of_a_folders_paths_sort_together() -> None:
+    """A folder's files share the first half of their keys (the folder's), so
+    they are neighbours in every index keyed by path; the second half tells
+    them apart (migration 0006)."""
+    keys = [path_key(f"Music/Album/{n:02}.flac") for n in range(20)]
+    assert len(set(keys)) == 20
+    assert all(len(k) == 64 and int(k, 16) >= 0 for k in keys)
+    assert {k[:32] for k in keys} == {path_key("Music/Album/cover.jpg")[:32]}
+    assert path_key("Music/Other/01.flac")[:32] != keys[0][:32]
+    assert path_key("Music/Album")[:32] == path_key("Music/x")[:32] != keys[0][:32]
+    assert path_key("top.txt")[:32] == path_key("other.txt")[:32]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shelfsync.server.storage.engine import Database
@@ -26,10 +27,10 @@ def _fill(db: Database) -> None:
         )
 
 
-def _wait_for(condition: object, timeout: float = 10.0) -> bool:
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.02)
     return False
@@ -53,7 +54,7 @@ def test_committed_pages_reach_the_database_file_without_a_checkpoint_in_the_com
         # Only a checkpoint writes the database file itself; the log holds the rows.
         assert _wait_for(lambda: path.stat().st_size >= _ROWS * _ROW_BYTES)
         with sqlite3.connect(path) as check:
-            busy, logged, copied = check.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, logged, copied = check.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert logged > 0
         assert copied == logged
     finally:

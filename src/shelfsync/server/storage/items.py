@@ -26,8 +26,22 @@ __all__ = [
 
 
 def path_key(path: str) -> str:
-    """The indexed key of a path (paths can be longer than an index entry)."""
-    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+    """The indexed key of a path (paths can be longer than an index entry).
+
+    64 hex digits: the first 128 bits of SHA-256 of the path's folder, then
+    the first 128 bits of SHA-256 of the whole path. Keys of one folder sort
+    together, so the files of a folder reported, uploaded or listed together
+    share a few pages of the path indexes instead of each taking a random one
+    (a report of 1,000 new files of one folder into 1,000,000 items: about
+    1,000 fewer pages written; issue 7, migration 0006). Two paths share a key
+    only if both halves collide: 128 bits of the whole path's hash decide
+    between the paths of one folder.
+    """
+    folder = path.rpartition("/")[0]
+    return (
+        hashlib.sha256(folder.encode("utf-8")).hexdigest()[:32]
+        + hashlib.sha256(path.encode("utf-8")).hexdigest()[:32]
+    )
 
 
 # The columns an Item is made of, in Item's field order: rows are read as
