@@ -1,20 +1,21 @@
 """Local changes to the server: reports in batches, uploads, and conflicts.
 
 Reports go in batches of up to 1000 (moves, then deletes, then upserts), so
-content the server already holds is never sent (`upload_required` names what
-is missing). The missing content then goes up through chunked sessions, several
-files at once. A report that conflicts leaves the local version on the server:
-when the conflict lacks its bytes (`content_available: false`) they are
-uploaded with the same path and base revision, and `complete` lands them as the
-conflict's client version (and `keep_both` saves it beside). Each conflict is
-noted in the local state, resolved or not, which is what lets plan.py replace
-the local file only once the server holds its version.
+content the server already holds is never sent (`upload_required` names what is
+missing). The missing content then goes up, many small files per request or
+large ones in chunked sessions, while the next batch's report travels. A report
+that conflicts leaves the local version on the server: when the conflict lacks
+its bytes (`content_available: false`) they are uploaded with the same path and
+base revision, and `complete` lands them as the conflict's client version (and
+`keep_both` saves it beside). Each conflict is noted in the local state,
+resolved or not, which is what lets plan.py replace the local file only once
+the server holds its version.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,38 +97,81 @@ class Pusher:
         # reported again once it landed, and the server takes them from its store.
         sent: set[str] = set()
         again: list[Report] = []
-        for start in range(0, len(reports), REPORT_BATCH):
-            batch = reports[start : start + REPORT_BATCH]
-            found, uploads = self._report(batch, scan, synced, remote_by_path, out)
-            conflicted += found
-            fresh: list[UploadJob] = []
-            for job in uploads:
-                if job.content_hash in sent:
-                    again.append(p.ReportUpsert(job.path, job.content_hash, job.base_revision))
-                else:
-                    sent.add(job.content_hash)
-                    fresh.append(job)
-            # Upload before the next batch goes, so its repeats are known by then.
-            conflicted += self._upload(fresh, scan, out)
+        batches = [reports[i : i + REPORT_BATCH] for i in range(0, len(reports), REPORT_BATCH)]
+        # The next batch's report travels while this batch's content goes up:
+        # the server answers it while the uploads wait on the network and the
+        # disk, instead of each round waiting for its report first. Reports
+        # still reach the server one after another, in order; their results
+        # are recorded here, one batch at a time, after the previous uploads.
+        with ThreadPoolExecutor(1, thread_name_prefix="shelfsync-report") as ahead:
+            pending = ahead.submit(self._send_report, batches[0], scan)
+            for k, batch in enumerate(batches):
+                results = pending.result()
+                following = batches[k + 1] if k + 1 < len(batches) else None
+                if following is not None:
+                    pending = ahead.submit(self._send_report, following, scan)
+                found, uploads = self._record_report(
+                    batch, results, scan, synced, remote_by_path, out
+                )
+                conflicted += found
+                fresh: list[UploadJob] = []
+                for job in uploads:
+                    # Content the previous batch sent (or is sending) is
+                    # reported again once it landed: it travels once.
+                    if job.content_hash in sent:
+                        again.append(p.ReportUpsert(job.path, job.content_hash, job.base_revision))
+                    else:
+                        sent.add(job.content_hash)
+                        fresh.append(job)
+                try:
+                    conflicted += self._upload(fresh, scan, out)
+                except BaseException:
+                    if following is not None:
+                        # The server may have applied part of the report sent
+                        # ahead: record that before giving up, as a round does.
+                        self._record_if_answered(
+                            pending, following, scan, synced, remote_by_path, out
+                        )
+                    raise
         for start in range(0, len(again), REPORT_BATCH):
-            found, uploads = self._report(
-                again[start : start + REPORT_BATCH], scan, synced, remote_by_path, out
+            part = again[start : start + REPORT_BATCH]
+            found, uploads = self._record_report(
+                part, self._send_report(part, scan), scan, synced, remote_by_path, out
             )
             conflicted += found + self._upload(uploads, scan, out)
         self._settle_conflicts(conflicted, scan, out, uploaded=sent)
 
-    def _report(
+    def _send_report(self, batch: list[Report], scan: ScanResult) -> list[ReportResult]:
+        """One report request (at most REPORT_BATCH changes)."""
+        return self._api.report_json([self._change_json(a, scan) for a in batch])
+
+    def _record_if_answered(
         self,
+        pending: Future[list[ReportResult]],
         batch: list[Report],
         scan: ScanResult,
         synced: dict[str, SyncedRecord],
         remote_by_path: dict[str, RemoteRecord],
         out: RoundOutcome,
+    ) -> None:
+        try:
+            results = pending.result()
+        except (ApiError, ClientError, OSError):
+            return  # not applied, or unknown: the next pass reports it again
+        self._record_report(batch, results, scan, synced, remote_by_path, out)
+
+    def _record_report(
+        self,
+        batch: list[Report],
+        results: list[ReportResult],
+        scan: ScanResult,
+        synced: dict[str, SyncedRecord],
+        remote_by_path: dict[str, RemoteRecord],
+        out: RoundOutcome,
     ) -> tuple[list[_Conflicted], list[UploadJob]]:
-        """One report request (at most REPORT_BATCH changes), results recorded."""
+        """A report's results recorded: what conflicted, and what to upload."""
         conflicted: list[_Conflicted] = []
         uploads: list[UploadJob] = []
-        results = self._api.report_json([self._change_json(a, scan) for a in batch])
         out.reported += len(batch)
         with self._state.transaction():
             for action, result in zip(batch, results, strict=True):
