@@ -116,6 +116,17 @@ def test_upgraded_database_is_at_head_revision(empty_db: Database) -> None:
     assert head_revision(empty_db) is not None
 
 
+def _add_user(conn: sa.Connection, when: str) -> None:
+    """User u1, written as any revision of the schema has it."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO users (id, username, password_hash, generation, created_at) "
+            "VALUES ('u1', 'alice', 'x', 1, :t)"
+        ),
+        {"t": when},
+    )
+
+
 def _whole_path_key(path: str) -> str:
     """The path key before 0006: SHA-256 of the whole path."""
     return hashlib.sha256(path.encode("utf-8")).hexdigest()
@@ -128,13 +139,7 @@ def test_0004_backfills_the_moves_of_an_existing_library(empty_db: Database) -> 
     upgrade(empty_db, "0003")
     when = "2026-11-30 12:00:00"
     with empty_db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO users (id, username, password_hash, generation, created_at) "
-                "VALUES ('u1', 'alice', 'x', 1, :t)"
-            ),
-            {"t": when},
-        )
+        _add_user(conn, when)
         conn.execute(
             sa.text(
                 "INSERT INTO items (id, user_id, path, path_hash, revision, size, metadata, "
@@ -252,13 +257,7 @@ def test_0006_gives_every_stored_path_the_folder_clustered_key(empty_db: Databas
     upgrade(empty_db, "0005")
     when = "2026-11-30 12:00:00"
     with empty_db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO users (id, username, password_hash, generation, created_at) "
-                "VALUES ('u1', 'alice', 'x', 1, :t)"
-            ),
-            {"t": when},
-        )
+        _add_user(conn, when)
         for n, path in enumerate(_AWKWARD_PATHS):
             moved_from = _AWKWARD_PATHS[n - 1]
             conn.execute(
