@@ -42,7 +42,9 @@ class WalCheckpointer:
 
     def committed(self) -> None:
         """A write transaction committed: the log has pages to copy."""
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            # Not started yet, or this is a forked child, which has no threads.
             self._start()
         self._wake.set()
 
@@ -57,7 +59,8 @@ class WalCheckpointer:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None and not self._stopping:
+            thread = self._thread
+            if (thread is None or not thread.is_alive()) and not self._stopping:
                 thread = threading.Thread(
                     target=self._run, name="shelfsync-wal-checkpoint", daemon=True
                 )
