@@ -3,11 +3,15 @@ commits, instead of inside the commit that fills it (issue 7, report ingest)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from shelfsync.server.storage.engine import Database
 
@@ -94,5 +98,41 @@ def test_the_thread_copies_later_commits_too(
                 "INSERT INTO probe (data) SELECT randomblob(?) FROM probe", (_ROW_BYTES,)
             )
         assert _wait_for(lambda: path.stat().st_size >= size + _ROWS * _ROW_BYTES)
+    finally:
+        db.dispose()
+
+
+def test_a_forked_child_gets_a_thread_of_its_own(tmp_path: Path) -> None:
+    """A child forked after the thread started has no thread: its next commit
+    starts one (the child's log is still copied)."""
+    path = tmp_path / "ckpt.db"
+    db = Database(f"sqlite:///{path}")
+    try:
+        _fill(db)  # the parent's thread is running now
+        assert _wait_for(lambda: path.stat().st_size >= _ROWS * _ROW_BYTES)
+        size = path.stat().st_size
+        pid = os.fork()
+        if pid == 0:  # the child: only os._exit leaves it
+            code = 1
+            try:
+                with db.write() as tx:
+                    tx.exec_driver_sql(
+                        "INSERT INTO probe (data) SELECT randomblob(?) FROM probe", (_ROW_BYTES,)
+                    )
+                grown = _wait_for(lambda: path.stat().st_size >= size + _ROWS * _ROW_BYTES)
+                code = 0 if grown and _checkpoint_threads() else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child did not finish")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         db.dispose()
