@@ -19,11 +19,11 @@ from shelfsync.client.download import Downloader, DownloadJob, DownloadOutcome, 
 from shelfsync.client.http import ApiClient
 from shelfsync.client.progress import QuietReporter
 from shelfsync.client.state import State
-from shelfsync.client.sync import SyncEngine
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.client.upload import UploadJob
 from shelfsync.content_hash import hash_bytes, hash_file
 from shelfsync.protocol.sync import ReportResult
+from tests.client.helpers import batch_downloader, run_pass, single_downloader, tree
 
 
 @pytest.fixture
@@ -99,25 +99,8 @@ def test_batch_upload_falls_back_to_single_uploads_where_the_server_lacks_batche
 def downloader_for(
     root: Path, api: ApiClient, pool: ThreadPoolExecutor
 ) -> tuple[BatchDownloader, Downloader]:
-    state = State(root)
-    single = Downloader(
-        root=root,
-        api=api,
-        state=state,
-        settings=TransferSettings(),
-        counters=TransferCounters(),
-        reporter=QuietReporter(io.StringIO()),
-    )
-    batch = BatchDownloader(
-        root=root,
-        api=api,
-        downloader=single,
-        settings=TransferSettings(),
-        counters=TransferCounters(),
-        reporter=QuietReporter(io.StringIO()),
-        pool=pool,
-    )
-    return batch, single
+    single = single_downloader(root, api, State(root))
+    return batch_downloader(root, api, single, pool), single
 
 
 def test_batch_download_places_verified_files_and_leaves_local_edits_alone(
@@ -154,23 +137,9 @@ def test_batch_download_places_verified_files_and_leaves_local_edits_alone(
 
 
 def sync_folder(api: ApiClient, folder: Path) -> None:
-    with (
-        State(folder) as state,
-        SyncEngine(
-            root=folder, api=api, state=state, reporter=QuietReporter(io.StringIO())
-        ) as engine,
-    ):
-        summary = engine.run_pass()
+    summary = run_pass(api, folder)
     assert summary.settled, summary
     assert not summary.failed, summary
-
-
-def tree(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hash_file(p)
-        for p in folder.rglob("*")
-        if p.is_file() and ".shelfsync" not in p.parts
-    }
 
 
 def test_two_devices_converge_with_small_files_batched_and_a_large_one_chunked(

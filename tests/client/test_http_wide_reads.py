@@ -6,7 +6,6 @@ against the real app served by uvicorn on a loopback socket."""
 from __future__ import annotations
 
 import collections
-import io
 import random
 import socket
 import ssl
@@ -24,8 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from shelfsync.client.batch_download import BatchDownloader
-from shelfsync.client.download import Downloader, DownloadJob, Outcome
+from shelfsync.client.download import DownloadJob, Outcome
 from shelfsync.client.errors import NotFound, ServerUnreachable
 from shelfsync.client.http import (
     WIDE_DOWNLOAD_MIN_BYTES,
@@ -36,9 +34,8 @@ from shelfsync.client.http import (
     WideReadStream,
     WideReadTransport,
 )
-from shelfsync.client.progress import QuietReporter
 from shelfsync.client.state import State
-from shelfsync.client.transfer import TransferCounters, TransferSettings
+from shelfsync.client.transfer import TransferCounters
 from shelfsync.content_hash import hash_bytes
 from shelfsync.server.app import create_app
 from shelfsync.server.domain.clock import utcnow
@@ -47,6 +44,7 @@ from shelfsync.server.settings import Settings
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.users import UserRepository
 from tests.api.test_download import store_content
+from tests.client.helpers import batch_downloader, single_downloader
 
 MIB = 1024 * 1024
 NARROW = 64 * 1024  # httpcore's HTTP11Connection.READ_NUM_BYTES
@@ -238,19 +236,6 @@ def wide_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return got
 
 
-def _downloader(
-    root: Path, api: ApiClient, state: State, counters: TransferCounters | None = None
-) -> Downloader:
-    return Downloader(
-        root=root,
-        api=api,
-        state=state,
-        settings=TransferSettings(),
-        counters=counters or TransferCounters(),
-        reporter=QuietReporter(io.StringIO()),
-    )
-
-
 def _job(api: ApiClient, path: str) -> DownloadJob:
     (change,) = [c for c in api.changes(cursor=None).changes if c.path == path]
     assert change.content_hash is not None
@@ -266,7 +251,7 @@ def test_a_large_download_reads_wide_and_lands_identical_bytes(
     root = tmp_path / "folder"
     root.mkdir()
     with served.api() as api, State(root) as state:
-        outcome = _downloader(root, api, state).download(_job(api, "media/big ü.bin"))
+        outcome = single_downloader(root, api, state).download(_job(api, "media/big ü.bin"))
     assert outcome.outcome is Outcome.DONE
     assert (root / "media/big ü.bin").read_bytes() == BIG
     assert sum(wide_reads) > len(BIG)  # the whole answer came through wide reads
@@ -283,7 +268,7 @@ def test_a_large_download_resumes_with_range_through_the_wide_client(
     with served.api() as api, State(root) as state:
         job = _job(api, "big.bin")
         counters = TransferCounters()
-        downloader = _downloader(root, api, state, counters)
+        downloader = single_downloader(root, api, state, counters)
         partial = 3 * MIB + 7
         (root / downloader.temp_name(job)).write_bytes(BIG[:partial])
         assert downloader.download(job).outcome is Outcome.DONE
@@ -314,16 +299,8 @@ def test_small_downloads_and_batches_keep_the_default_client(
         offset = len(BIG) - 1000
         with api.download("big.bin", offset=offset, size=len(BIG)) as stream:
             assert b"".join(stream.iter_bytes()) == BIG[offset:]
-        single = _downloader(root, api, state)
-        batch = BatchDownloader(
-            root=root,
-            api=api,
-            downloader=single,
-            settings=TransferSettings(),
-            counters=TransferCounters(),
-            reporter=QuietReporter(io.StringIO()),
-            pool=pool,
-        )
+        single = single_downloader(root, api, state)
+        batch = batch_downloader(root, api, single, pool)
         results = list(batch.download_many([_job(api, "small.bin")], single.download))
     assert [getattr(r, "outcome", r) for _, r in results] == [Outcome.DONE]
     assert (root / "small.bin").read_bytes() == small

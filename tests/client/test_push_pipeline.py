@@ -3,7 +3,6 @@ up (push.py), against the real app in process (conftest.py)."""
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,29 +12,10 @@ import pytest
 from shelfsync.client import push
 from shelfsync.client.errors import ServerUnreachable
 from shelfsync.client.http import ApiClient
-from shelfsync.client.progress import QuietReporter
 from shelfsync.client.state import State
-from shelfsync.client.sync import PassSummary, SyncEngine
 from shelfsync.content_hash import hash_bytes, hash_file
 from shelfsync.protocol.sync import ReportResult
-
-
-def _pass(api: ApiClient, folder: Path) -> PassSummary:
-    with (
-        State(folder) as state,
-        SyncEngine(
-            root=folder, api=api, state=state, reporter=QuietReporter(io.StringIO())
-        ) as engine,
-    ):
-        return engine.run_pass()
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hash_file(p)
-        for p in folder.rglob("*")
-        if p.is_file() and ".shelfsync" not in p.parts
-    }
+from tests.client.helpers import run_pass, tree
 
 
 def _folder(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
@@ -104,7 +84,7 @@ def test_the_next_report_travels_while_the_uploads_of_a_batch_go_up(
     monkeypatch.setattr(laptop, "report_json", recorder.report_json)
     monkeypatch.setattr(laptop, "upload_batch", recorder.upload_batch)
 
-    summary = _pass(laptop, a)
+    summary = run_pass(laptop, a)
 
     assert summary.settled, summary
     assert not summary.failed, summary
@@ -115,8 +95,8 @@ def test_the_next_report_travels_while_the_uploads_of_a_batch_go_up(
     assert events.index("report 1 answered") < events.index("report 2 sent")
     assert events.index("report 2 answered") < events.index("report 3 sent")
     b = _folder(tmp_path, "b", {})
-    assert _pass(phone, b).settled
-    assert _tree(b) == _tree(a)
+    assert run_pass(phone, b).settled
+    assert tree(b) == tree(a)
     assert hash_file(b / "f4.txt") == hash_bytes(b"file 0")
 
 
@@ -126,7 +106,7 @@ def test_an_upload_cut_off_still_records_what_the_report_sent_ahead_applied(
 ) -> None:
     laptop = make_api("laptop")
     a = _folder(tmp_path, "a", {"held.txt": b"content the server holds"})
-    assert _pass(laptop, a).settled
+    assert run_pass(laptop, a).settled
     # Three new contents (the first batch, uploaded), then a copy of held
     # content (the second batch: applied by its report alone).
     for name in ("n1.txt", "n2.txt", "n3.txt"):
@@ -144,14 +124,14 @@ def test_an_upload_cut_off_still_records_what_the_report_sent_ahead_applied(
     monkeypatch.setattr(laptop, "upload_batch", cut_off)
 
     with pytest.raises(ServerUnreachable):
-        _pass(laptop, a)
+        run_pass(laptop, a)
 
     with State(a) as state:
         synced = state.synced()
     assert "z-copy.txt" in synced  # applied on the server: recorded here too
     assert not {"n1.txt", "n2.txt", "n3.txt"} & set(synced)
     monkeypatch.undo()
-    summary = _pass(laptop, a)
+    summary = run_pass(laptop, a)
     assert summary.settled, summary
     assert not summary.failed, summary
     assert not summary.unresolved_conflicts, summary
