@@ -8,7 +8,8 @@ creation returns the pending session, chunk PUTs accept the same bytes again).
 One `ApiClient` is shared by the transfer threads: httpx.Client is thread-safe,
 and the access token is renewed under a lock. Large single-file downloads go
 through a second httpx.Client (same retries, tokens and errors) whose
-connections read the socket in pieces of up to 1 MiB (`WideReadTransport`).
+connections read the socket in pieces of up to 1 MiB. Every connection writes
+request bodies without copying them (`TunedTransport`).
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ __all__ = [
     "ApiClient",
     "DownloadStream",
     "RetryPolicy",
-    "WideReadBackend",
-    "WideReadStream",
-    "WideReadTransport",
+    "TunedBackend",
+    "TunedStream",
+    "TunedTransport",
     "encode_library_path",
     "problem_error",
 ]
@@ -139,13 +140,21 @@ def problem_error(response: httpx.Response) -> ApiError:
     return ApiError(problem)
 
 
-# -- wide reads for large downloads ------------------------------------------
+# -- how the connections use their sockets ----------------------------------
 #
-# httpcore reads the socket in 64 KiB pieces (HTTP11Connection.READ_NUM_BYTES), and
-# every piece goes through h11 and httpx in Python: 16,384 times a GiB. Large
+# Writes: httpcore sends a request body with `sock.send` in a loop, and after
+# each partial send keeps `buffer[n:]`, a new copy of the rest. A socket with a
+# timeout takes a few MiB per send, so a 16 MiB chunk was copied six or seven
+# times over, into freshly faulted memory (strace of a large upload: 490 sends
+# for 64 chunks; perf: two thirds of the client's page faults in that memmove).
+# Every connection here writes a memoryview of the buffer instead: slicing it
+# copies nothing.
+#
+# Reads: httpcore reads the socket in 64 KiB pieces (HTTP11Connection.READ_NUM_BYTES),
+# and every piece goes through h11 and httpx in Python: 16,384 times a GiB. Large
 # single-file downloads go through a client of their own whose streams read up to
 # 1 MiB a time (measured: about half the client CPU of a 1 GiB download). Only
-# those: everything else keeps httpx's own transport.
+# those: a wide read allocates its whole size, too much for a small answer.
 
 # What a wide stream asks the socket for, at least.
 WIDE_READ_BYTES = 1024 * 1024
@@ -153,17 +162,20 @@ WIDE_READ_BYTES = 1024 * 1024
 WIDE_DOWNLOAD_MIN_BYTES = 4 * 1024 * 1024
 
 
-class WideReadStream(httpcore.NetworkStream):
-    """A network stream whose reads ask for at least `WIDE_READ_BYTES`."""
+class TunedStream(httpcore.NetworkStream):
+    """A network stream that writes without copying and reads at least
+    `read_at_least` bytes a time."""
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
+    def __init__(self, inner: httpcore.NetworkStream, *, read_at_least: int = 0) -> None:
         self._inner = inner
+        self.read_at_least = read_at_least
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max(max_bytes, WIDE_READ_BYTES), timeout)
+        return self._inner.read(max(max_bytes, self.read_at_least), timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout)
+        # httpcore's stream accepts any buffer: it only slices and sends it.
+        self._inner.write(memoryview(buffer), timeout)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._inner.close()
@@ -174,17 +186,23 @@ class WideReadStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        return WideReadStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        return TunedStream(
+            self._inner.start_tls(ssl_context, server_hostname, timeout),
+            read_at_least=self.read_at_least,
+        )
 
     def get_extra_info(self, info: str) -> object:
         return self._inner.get_extra_info(info)
 
 
-class WideReadBackend(httpcore.NetworkBackend):
-    """httpcore's network backend (or `inner`), its streams wrapped in WideReadStream."""
+class TunedBackend(httpcore.NetworkBackend):
+    """httpcore's network backend (or `inner`), its streams wrapped in TunedStream."""
 
-    def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
+    def __init__(
+        self, inner: httpcore.NetworkBackend | None = None, *, read_at_least: int = 0
+    ) -> None:
         self._inner = inner or httpcore.SyncBackend()
+        self._read_at_least = read_at_least
 
     def connect_tcp(
         self,
@@ -194,8 +212,9 @@ class WideReadBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        return WideReadStream(
-            self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return TunedStream(
+            self._inner.connect_tcp(host, port, timeout, local_address, socket_options),
+            read_at_least=self._read_at_least,
         )
 
     def connect_unix_socket(
@@ -204,25 +223,28 @@ class WideReadBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        return WideReadStream(self._inner.connect_unix_socket(path, timeout, socket_options))
+        return TunedStream(
+            self._inner.connect_unix_socket(path, timeout, socket_options),
+            read_at_least=self._read_at_least,
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
 
 
-class WideReadTransport(httpx.HTTPTransport):
+class TunedTransport(httpx.HTTPTransport):
     """httpx's own transport (its request and response mapping, its errors, HTTP/1.1,
-    certificates as httpx verifies them), its connections made by WideReadBackend.
+    certificates as httpx verifies them), its connections made by TunedBackend.
 
     HTTPTransport takes no network backend, so the pool it made is given ours;
-    tests/client/test_http_wide_reads.py fails if httpx or httpcore rename what
-    this sets (the reads would narrow again)."""
+    tests/client/test_http_streams.py fails if httpx or httpcore rename what
+    this sets (the writes would copy and the reads narrow again)."""
 
     def __init__(
         self, limits: httpx.Limits, network_backend: httpcore.NetworkBackend | None = None
     ) -> None:
         super().__init__(limits=limits)
-        self._pool._network_backend = network_backend or WideReadBackend()
+        self._pool._network_backend = network_backend or TunedBackend()
 
 
 def _proxied_by_environment() -> bool:
@@ -273,8 +295,12 @@ class ApiClient:
         self.device_id: str | None = None
         self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._timeout = httpx.Timeout(timeout_s, connect=10.0)
-        self._http = self._client(transport)
         self._given_transport = transport is not None
+        # httpx's own transport when the environment names a proxy: only it
+        # goes through one.
+        if transport is None and not _proxied_by_environment():
+            transport = TunedTransport(self._limits)
+        self._http = self._client(transport)
         self._wide: httpx.Client | None = None
         self._wide_lock = threading.Lock()
 
@@ -289,14 +315,20 @@ class ApiClient:
 
     def _wide_client(self) -> httpx.Client:
         """The client of large downloads: a pool of its own that reads wide
-        (WideReadTransport), made on first use (a TLS context costs ~20 ms of CPU).
-        A transport given by the caller (tests) serves them too, and so does the
-        main client when the environment names a proxy (only httpx's own
-        transport goes through it)."""
+        (TunedBackend with WIDE_READ_BYTES), made on first use (a TLS context costs
+        ~20 ms of CPU). A transport given by the caller (tests) serves them too,
+        and so does the main client when the environment names a proxy (only
+        httpx's own transport goes through it)."""
         with self._wide_lock:
             if self._wide is None:
                 shared = self._given_transport or _proxied_by_environment()
-                self._wide = self._http if shared else self._client(WideReadTransport(self._limits))
+                self._wide = (
+                    self._http
+                    if shared
+                    else self._client(
+                        TunedTransport(self._limits, TunedBackend(read_at_least=WIDE_READ_BYTES))
+                    )
+                )
             return self._wide
 
     def close(self) -> None:

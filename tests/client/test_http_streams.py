@@ -1,7 +1,8 @@
-"""http.py's wide reads: large single-file downloads read the socket in pieces of up
-to 1 MiB (not httpcore's 64 KiB), through their own client; everything else keeps
-httpx's transport. The streams are checked against recording fakes, and downloads
-against the real app served by uvicorn on a loopback socket."""
+"""http.py's connections: every one writes request bodies without copying them, and
+large single-file downloads read the socket in pieces of up to 1 MiB (not
+httpcore's 64 KiB), through their own client. The streams are checked against
+recording fakes and a real socket, uploads and downloads against the real app
+served by uvicorn on a loopback socket."""
 
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ from shelfsync.client.http import (
     WIDE_READ_BYTES,
     ApiClient,
     RetryPolicy,
-    WideReadBackend,
-    WideReadStream,
-    WideReadTransport,
+    TunedBackend,
+    TunedStream,
+    TunedTransport,
 )
 from shelfsync.client.state import State
 from shelfsync.client.transfer import TransferCounters
 from shelfsync.content_hash import hash_bytes
+from shelfsync.protocol.uploads import UploadCreate
 from shelfsync.server.app import create_app
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.services.auth import Principal
@@ -61,7 +63,7 @@ class RecordingStream(httpcore.NetworkStream):
     def __init__(self, pieces: list[bytes] | None = None) -> None:
         self.pieces = list(pieces or [])
         self.asked: list[int] = []
-        self.written: list[bytes] = []
+        self.handed: list[object] = []  # what each write was given
         self.closed = False
         self.tls: RecordingStream | None = None
 
@@ -70,7 +72,11 @@ class RecordingStream(httpcore.NetworkStream):
         return self.pieces.pop(0) if self.pieces else b""
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self.written.append(buffer)
+        self.handed.append(buffer)
+
+    @property
+    def written(self) -> list[bytes]:
+        return [bytes(buffer) for buffer in self.handed]  # type: ignore[call-overload]
 
     def close(self) -> None:
         self.closed = True
@@ -103,7 +109,7 @@ class RecordingBackend(httpcore.NetworkBackend):
 
 def test_a_wide_stream_asks_for_at_least_a_mebibyte_and_delegates_the_rest() -> None:
     inner = RecordingStream([b"a", b"b", b"c"])
-    stream = WideReadStream(inner)
+    stream = TunedStream(inner, read_at_least=WIDE_READ_BYTES)
     assert stream.read(NARROW) == b"a"
     assert stream.read(1) == b"b"
     assert stream.read(4 * MIB) == b"c"
@@ -112,7 +118,7 @@ def test_a_wide_stream_asks_for_at_least_a_mebibyte_and_delegates_the_rest() -> 
     assert inner.written == [b"GET / HTTP/1.1\r\n\r\n"]
     assert stream.get_extra_info("server_addr") == ("fake", 1)
     tls = stream.start_tls(ssl.create_default_context(), "server.test")
-    assert isinstance(tls, WideReadStream)
+    assert isinstance(tls, TunedStream)
     assert inner.tls is not None
     assert tls.read(NARROW) == b"over tls"
     assert inner.tls.asked == [WIDE_READ_BYTES]
@@ -120,11 +126,59 @@ def test_a_wide_stream_asks_for_at_least_a_mebibyte_and_delegates_the_rest() -> 
     assert inner.closed
 
 
+def test_a_stream_hands_its_writes_on_as_views_of_the_same_buffer() -> None:
+    inner = RecordingStream()
+    body = bytes(range(256)) * 4096
+    TunedStream(inner).write(body)
+    (handed,) = inner.handed
+    assert isinstance(handed, memoryview)
+    assert handed.obj is body  # a view, not a copy
+
+
+def test_a_stream_without_a_minimum_reads_what_httpcore_asks_for() -> None:
+    inner = RecordingStream([b"a", b"b"])
+    stream = TunedStream(inner)
+    assert stream.read(NARROW) == b"a"
+    assert stream.read(10) == b"b"
+    assert inner.asked == [NARROW, 10]
+
+
+def test_a_body_larger_than_the_socket_takes_at_once_arrives_whole() -> None:
+    """httpcore's stream over a real socket with a timeout and a small send buffer:
+    every send is partial, and the view is resumed where each one stopped."""
+    body = random.Random(3).randbytes(6 * MIB + 7)
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = bytearray()
+
+    def drain() -> None:
+        peer, _ = listener.accept()
+        with peer:
+            while len(received) < len(body) and (data := peer.recv(256 * 1024)):
+                received.extend(data)
+                time.sleep(0.001)  # a slow reader: the sender's buffer fills
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    options = [(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)]
+    port = listener.getsockname()[1]
+    backend = TunedBackend()
+    stream = backend.connect_tcp("127.0.0.1", port, timeout=10, socket_options=options)
+    try:
+        stream.write(body, timeout=10)
+    finally:
+        reader.join(30)
+        stream.close()
+        listener.close()
+    assert bytes(received) == body
+
+
 def test_httpcore_reads_a_whole_answer_through_the_wide_transport() -> None:
     body = bytes(range(256)) * 1024
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
     backend = RecordingBackend([head + body[:1000], body[1000:]])
-    transport = WideReadTransport(httpx.Limits(), network_backend=WideReadBackend(backend))
+    transport = TunedTransport(
+        httpx.Limits(), network_backend=TunedBackend(backend, read_at_least=WIDE_READ_BYTES)
+    )
     with httpx.Client(transport=transport) as client:
         answer = client.get("http://server.test/x")
     assert answer.status_code == 200
@@ -138,7 +192,9 @@ def test_httpcore_reads_a_whole_answer_through_the_wide_transport() -> None:
 def test_a_broken_answer_is_mapped_to_httpx_errors_like_httpx_own_transport() -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
     backend = RecordingBackend([head + b"only part"])  # then the peer closes
-    transport = WideReadTransport(httpx.Limits(), network_backend=WideReadBackend(backend))
+    transport = TunedTransport(
+        httpx.Limits(), network_backend=TunedBackend(backend, read_at_least=WIDE_READ_BYTES)
+    )
     with (
         httpx.Client(transport=transport) as client,
         pytest.raises(httpx.RemoteProtocolError) as caught,
@@ -220,19 +276,22 @@ def served(tmp_path: Path, db: Database, database_url: str) -> Iterator[Served]:
 
 @pytest.fixture
 def wide_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The length of every wide read's answer. After the first, the reader pauses
-    once, so the socket holds more than 64 KiB by the next read."""
+    """The length of every wide read's answer (the wide client's streams only).
+    After the first, the reader pauses once, so the socket holds more than
+    64 KiB by the next read."""
     got: list[int] = []
-    read = WideReadStream.read
+    read = TunedStream.read
 
-    def spy(self: WideReadStream, max_bytes: int, timeout: float | None = None) -> bytes:
+    def spy(self: TunedStream, max_bytes: int, timeout: float | None = None) -> bytes:
+        if not self.read_at_least:  # the main client's stream
+            return read(self, max_bytes, timeout)
         if len(got) == 1:
             time.sleep(0.1)
         data = read(self, max_bytes, timeout)
         got.append(len(data))
         return data
 
-    monkeypatch.setattr(WideReadStream, "read", spy)
+    monkeypatch.setattr(TunedStream, "read", spy)
     return got
 
 
@@ -305,6 +364,35 @@ def test_small_downloads_and_batches_keep_the_default_client(
     assert [getattr(r, "outcome", r) for _, r in results] == [Outcome.DONE]
     assert (root / "small.bin").read_bytes() == small
     assert wide_reads == []
+
+
+def test_a_chunk_goes_up_through_the_main_client_as_a_view_of_its_bytes(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[object] = []
+    write = TunedStream.write
+
+    def spy(self: TunedStream, buffer: bytes, timeout: float | None = None) -> None:
+        handed.append(buffer)
+        write(self, buffer, timeout)
+
+    monkeypatch.setattr(TunedStream, "write", spy)
+    data = random.Random(5).randbytes(MIB + 3)
+    with served.api() as api:
+        session = api.create_upload(
+            UploadCreate(
+                path="up/one.bin", size=len(data), content_hash=hash_bytes(data), base_revision=None
+            )
+        )
+        assert session.chunk_count == 1
+        api.put_chunk(session.id, index=0, data=data, content_digest=None)
+        done = api.complete_upload(session.id)
+        assert done.result.status == "applied"
+        with api.download("up/one.bin") as stream:
+            assert b"".join(stream.iter_bytes()) == data
+    # httpcore hands the body over as it is (h11 joins one piece without a
+    # copy), and the stream sends views of it.
+    assert any(buffer is data for buffer in handed)
 
 
 def test_large_download_errors_map_as_before(
