@@ -7,6 +7,8 @@ served by uvicorn on a loopback socket."""
 from __future__ import annotations
 
 import collections
+import itertools
+import os
 import random
 import socket
 import ssl
@@ -24,6 +26,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from shelfsync.client import download
 from shelfsync.client.download import DownloadJob, Outcome
 from shelfsync.client.errors import NotFound, ServerUnreachable
 from shelfsync.client.http import (
@@ -339,6 +342,52 @@ def test_a_large_download_resumes_with_range_through_the_wide_client(
     assert (root / "big.bin").read_bytes() == BIG
     assert counters.resumed_download_bytes == partial
     assert sum(wide_reads) > 2 * (len(BIG) - partial)
+
+
+@pytest.mark.parametrize("partial", [0, 3 * MIB + 7])
+def test_a_large_download_hands_its_pages_back_as_it_goes(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partial: int
+) -> None:
+    """Every DROP_EVERY_BYTES the bytes written are synced and their pages
+    dropped, in order and without gaps, and the whole file at the end."""
+    events: list[tuple[str, int, int]] = []
+    fdatasync, fsync, fadvise = os.fdatasync, os.fsync, os.posix_fadvise
+    monkeypatch.setattr(download, "DROP_EVERY_BYTES", 2 * MIB)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (events.append(("sync", 0, 0)), fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("sync", 0, 0)), fsync(fd)))
+
+    def drop(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        events.append(("drop", offset, length))
+        fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", drop)
+    served.put("big.bin", BIG)
+    root = tmp_path / "folder"
+    root.mkdir()
+    with served.api() as api, State(root) as state:
+        job = _job(api, "big.bin")
+        downloader = single_downloader(root, api, state)
+        if partial:
+            (root / downloader.temp_name(job)).write_bytes(BIG[:partial])
+        events.clear()
+        assert downloader.download(job).outcome is Outcome.DONE
+    assert (root / "big.bin").read_bytes() == BIG
+    drops = [(offset, length) for kind, offset, length in events if kind == "drop"]
+    assert drops[-1] == (0, 0)  # the whole file, last
+    assert events[-2][0] == "sync"
+    ranges = drops[:-1]
+    assert len(ranges) > 1
+    assert ranges[0][0] == partial
+    for _, length in ranges:  # a range ends with the piece that filled it
+        assert 2 * MIB <= length < 2 * MIB + WIDE_READ_BYTES
+    for (offset, length), (next_offset, _) in itertools.pairwise(ranges):
+        assert next_offset == offset + length
+    last_offset, last_length = ranges[-1]
+    assert len(BIG) - (last_offset + last_length) < 2 * MIB
+    for index, event in enumerate(events):
+        if event[0] == "drop":
+            assert events[index - 1][0] == "sync"  # synced first: clean pages go
 
 
 def test_small_downloads_and_batches_keep_the_default_client(
