@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import unicodedata
 from pathlib import Path
 
 import pytest
 
+from shelfsync.client import scan
 from shelfsync.client.scan import (
     RACY_WINDOW_NS,
     LocalFile,
@@ -67,6 +69,30 @@ def test_second_scan_hashes_only_what_changed(tmp_path: Path) -> None:
     assert second.hashed == 1
     assert second.files["edit.txt"].content_hash == hash_bytes(b"after, longer")
     assert second.files["same.txt"].content_hash == hash_bytes(b"unchanged")
+
+
+def test_large_files_are_hashed_on_several_threads_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hash waits for the other at a barrier: hashed one after the other
+    in one task, the first would wait alone and the barrier break."""
+    monkeypatch.setattr(scan, "_HASH_GROUP_BYTES", 1024 * 1024)
+    for name in ("a.bin", "b.bin"):
+        write(tmp_path, name, name.encode() * (1024 * 1024))
+    write(tmp_path, "small.txt", b"small")
+    both = threading.Barrier(2, timeout=10)
+    hash_file = scan._hash_local_file
+
+    def meet_then_hash(path: Path | str) -> object:
+        if str(path).endswith(".bin"):
+            both.wait()
+        return hash_file(path)
+
+    monkeypatch.setattr(scan, "_hash_local_file", meet_then_hash)
+    result = Scanner(tmp_path, hash_workers=2).scan(synced={}, cache={})
+    assert result.hashed == 3
+    for name in ("a.bin", "b.bin"):
+        assert result.files[name].content_hash == hash_bytes(name.encode() * (1024 * 1024))
 
 
 def test_a_file_modified_right_after_hashing_is_hashed_again(tmp_path: Path) -> None:

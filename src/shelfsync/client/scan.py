@@ -56,8 +56,11 @@ _MAX_HASH_ATTEMPTS = 3
 # Files up to this size are read with one call and hashed in one go.
 _SMALL_FILE_BYTES = 1024 * 1024
 # Files hashed per task of the hashing pool (a task per file cost more than
-# hashing a small one).
+# hashing a small one), and a task's bytes: a group ends at whichever comes
+# first. Counting files alone put the large set's 8 files of 128 MiB in one
+# task, hashed one after the other on one core (A's scan: 1.2 s for 1 GiB).
 _HASH_GROUP = 32
+_HASH_GROUP_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,9 +282,8 @@ class Scanner:
         def hash_group(group: list[_Seen]) -> list[_Hashed | None]:
             return [_hash_local_file(f"{root}/{s.local}") for s in group]
 
-        groups = [todo[i : i + _HASH_GROUP] for i in range(0, len(todo), _HASH_GROUP)]
         with ThreadPoolExecutor(max_workers=self._hash_workers) as pool:
-            hashed_groups = pool.map(hash_group, groups)
+            hashed_groups = pool.map(hash_group, _hash_groups(todo))
             hashed_all = (h for hashed_group in hashed_groups for h in hashed_group)
             for item, hashed in zip(todo, hashed_all, strict=True):
                 now_ns = self._clock_ns()
@@ -311,6 +313,23 @@ class Scanner:
                 checked_ns,
             )
         )
+
+
+def _hash_groups(todo: list[_Seen]) -> list[list[_Seen]]:
+    """`todo` in order, cut into tasks of at most _HASH_GROUP files or about
+    _HASH_GROUP_BYTES."""
+    groups: list[list[_Seen]] = []
+    group: list[_Seen] = []
+    group_bytes = 0
+    for item in todo:
+        group.append(item)
+        group_bytes += item.size
+        if len(group) >= _HASH_GROUP or group_bytes >= _HASH_GROUP_BYTES:
+            groups.append(group)
+            group, group_bytes = [], 0
+    if group:
+        groups.append(group)
+    return groups
 
 
 def _same_stat(item: _Seen, size: int, mtime_ns: int, inode: int) -> bool:
