@@ -29,12 +29,14 @@ from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.users import UserRepository
 from tests.e2e.harness import free_port
+from tests.page_cache import drop, resident
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct horse battery"
 MIB = 1024 * 1024
-CONTENT = random.Random(3).randbytes(3 * MIB + 12_345)
+# Large enough to be read past the page cache when it is not there (file_responses.py).
+CONTENT = random.Random(3).randbytes(5 * MIB + 12_345)
 LIBRARY_PATH = "media/big file ü.bin"
 PARTIAL_BYTES = MIB + 7  # what "the first attempt" got before it broke
 
@@ -43,6 +45,7 @@ PARTIAL_BYTES = MIB + 7  # what "the first attempt" got before it broke
 class Server:
     base_url: str
     token: str  # a device-bound access token
+    stored: Path  # the content's file in the server's store
 
     @property
     def download_url(self) -> str:
@@ -151,7 +154,8 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
                 headers={"Authorization": f"Bearer {token}"},
             )
             assert report.json()["results"][0]["status"] == "applied", report.text
-        yield Server(base_url=base_url, token=token)
+        stored = BlobStore(data_dir / "content").object_path(content_hash)
+        yield Server(base_url=base_url, token=token, stored=stored)
     finally:
         proc.terminate()
         try:
@@ -243,3 +247,22 @@ def test_curl_on_a_complete_copy_leaves_it_alone(server: Server, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "416"
     assert target.read_bytes() == CONTENT  # nothing appended, nothing lost
+
+
+def test_a_whole_download_not_in_the_page_cache_is_read_past_it(server: Server) -> None:
+    """Through uvicorn (ASGI 2.4): a client that leaves halfway costs nothing,
+    and the next whole download arrives intact without filling the page cache."""
+    headers = {"Authorization": f"Bearer {server.token}"}
+    drop(server.stored)
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("GET", server.download_url, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        next(response.iter_raw(MIB))  # then hang up
+    drop(server.stored)
+    response = httpx.get(server.download_url, headers=headers, timeout=30)
+    assert response.status_code == 200
+    assert response.content == CONTENT
+    for offset in (0, 2 * MIB, len(CONTENT) - 1):
+        assert not resident(server.stored, offset), offset

@@ -4,6 +4,11 @@ A whole file goes to the server as a file: Starlette's FileResponse sends it
 with the ASGI `http.response.pathsend` extension where the server offers it
 (granian), so the kernel copies the bytes, and otherwise reads it in pieces of
 `READ_PIECE_BYTES` (uvicorn: one worker-thread hop per piece, so not 64 KiB).
+A file of at least `DIRECT_READ_MIN_BYTES` that is not in the page cache is
+read past it (O_DIRECT), like nginx's `directio`: uploads are written past the
+page cache (storage/blobs.py), so the first device to fetch a new file would
+otherwise fill the cache with pages that are read once, each a page the
+kernel must find and zero first; a file already cached is read from there.
 Byte ranges (RFC 9110 section 14) are read in a worker thread, at most
 `READ_PIECE_BYTES` at a time, and never held whole in memory; pathsend cannot
 carry a range (it names a whole file). A single range of at most one piece is
@@ -20,13 +25,16 @@ from memory.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
 import mimetypes
+import mmap
 import os
 import secrets
 import unicodedata
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -53,6 +61,11 @@ __all__ = [
 log = logging.getLogger("shelfsync.api")
 
 READ_PIECE_BYTES = 1024 * 1024
+# A whole file at least this large that is not in the page cache is read past
+# it (O_DIRECT): see WholeFileResponse.
+DIRECT_READ_MIN_BYTES = 4 * 1024 * 1024
+_DIRECT_ALIGN = 4096
+_PATHSEND = "http.response.pathsend"
 _OCTET_STREAM = "application/octet-stream"
 # mimetypes reports `a.tar.gz` as type tar with encoding gzip; the bytes we send
 # are the gzip stream, so the compression decides the type (RFC 6713 for gzip).
@@ -106,6 +119,100 @@ def _storage_problem() -> Response:
     )
 
 
+def _asgi_24(scope: Scope) -> bool:
+    """ASGI 2.4 and later: `send` raises OSError once the client is gone."""
+    spec = scope.get("asgi", {}).get("spec_version", "2.0")
+    return tuple(int(p) for p in spec.split(".")) >= (2, 4)
+
+
+async def _stream_until_disconnect(stream: Callable[[], Awaitable[None]], receive: Receive) -> None:
+    """Stop reading the file as soon as the client goes (as FileResponse does)."""
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            await stream()
+            group.cancel_scope.cancel()
+
+        group.start_soon(run)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        group.cancel_scope.cancel()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _first_page_cached(fd: int) -> bool:
+    """mincore(2) of the file's first page: looks without reading. (A read
+    with RWF_NOWAIT would say as much, but it starts readahead on a miss, so
+    the next download would find the file cached.) True when unsure."""
+    with mmap.mmap(fd, mmap.PAGESIZE, access=mmap.ACCESS_COPY) as mapped:
+        anchor = ctypes.c_char.from_buffer(mapped)
+        vector = (ctypes.c_ubyte * 1)()
+        failed = _libc.mincore(
+            ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(mmap.PAGESIZE), vector
+        )
+        del anchor  # the mapping cannot close while a ctypes object holds it
+    return bool(failed or vector[0] & 1)
+
+
+class _DirectReader:
+    """Reads a file past the page cache, READ_PIECE_BYTES at a time, each into
+    a page-aligned part of a new buffer (the ASGI server may still hold the
+    previous one); through the page cache from the first refused read on."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self._path = path
+        self._fd = fd
+        self._direct = True
+
+    @classmethod
+    def open(cls, path: Path) -> _DirectReader | None:
+        """A reader for a file whose first page is not in the page cache; None
+        for a cached file (cheaper to read from there) or where the file system
+        has no direct I/O."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if _first_page_cached(fd):
+                return None
+            return cls(path, os.open(path, os.O_RDONLY | os.O_DIRECT))
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def read(self, offset: int, remaining: int) -> bytes:
+        length = min(READ_PIECE_BYTES, remaining)
+        if self._direct and offset % _DIRECT_ALIGN == 0:
+            # Whole pages: the last piece asks for the rest of its page and gets
+            # the file's end.
+            want = -(-length // _DIRECT_ALIGN) * _DIRECT_ALIGN
+            raw = bytearray(want + _DIRECT_ALIGN)
+            start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % _DIRECT_ALIGN
+            view = memoryview(raw)[start : start + want]
+            try:
+                n = os.preadv(self._fd, [view], offset)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._buffered()
+            else:
+                return bytes(view[: min(n, length)])
+        return os.pread(self._fd, length, offset)
+
+    def _buffered(self) -> None:
+        """Blocks larger than a page, or no direct reads after all."""
+        fd = os.open(self._path, os.O_RDONLY)
+        os.close(self._fd)
+        self._fd, self._direct = fd, False
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class WholeFileResponse(FileResponse):
     """The whole file, as a file (pathsend or sendfile where the server can).
 
@@ -125,7 +232,45 @@ class WholeFileResponse(FileResponse):
                 await _storage_problem()(scope, receive, send)
                 return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _RANGE_HEADERS]
-        await super().__call__({**scope, "headers": headers}, receive, send)
+        scope = {**scope, "headers": headers}
+        if (
+            scope["method"] != "HEAD"
+            and _PATHSEND not in scope.get("extensions", {})
+            and self.stat_result.st_size >= DIRECT_READ_MIN_BYTES
+        ):
+            reader = await anyio.to_thread.run_sync(_DirectReader.open, Path(self.path))
+            if reader is not None:
+                try:
+                    await self._send_direct(reader, self.stat_result.st_size, scope, receive, send)
+                finally:
+                    reader.close()
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _send_direct(
+        self, reader: _DirectReader, size: int, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+        async def stream() -> None:
+            offset = 0
+            while offset < size:
+                data = await anyio.to_thread.run_sync(reader.read, offset, size - offset)
+                if not data:
+                    # Headers are out; breaking the connection is the only honest answer.
+                    raise StorageFailure("the stored content ended early")
+                offset += len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": offset < size})
+
+        if _asgi_24(scope):
+            try:
+                await stream()
+            except OSError as exc:
+                log.info("download ended early: %s", exc)
+        else:
+            await _stream_until_disconnect(stream, receive)
 
 
 def whole_file(path: Path, *, headers: dict[str, str], media_type: str) -> Response:
@@ -276,30 +421,15 @@ class RangesResponse(Response):
             return
         try:
             await send(start)
-            spec = scope.get("asgi", {}).get("spec_version", "2.0")
-            if tuple(int(p) for p in spec.split(".")) >= (2, 4):
-                # ASGI 2.4: send raises OSError once the client is gone.
+            if _asgi_24(scope):
                 try:
                     await self._stream(fd, send)
                 except OSError as exc:
                     log.info("range download ended early: %s", exc)
             else:
-                await self._stream_until_disconnect(fd, receive, send)
+                await _stream_until_disconnect(lambda: self._stream(fd, send), receive)
         finally:
             os.close(fd)
-
-    async def _stream_until_disconnect(self, fd: int, receive: Receive, send: Send) -> None:
-        """Stop reading the file as soon as the client goes (as FileResponse does)."""
-        async with anyio.create_task_group() as group:
-
-            async def stream() -> None:
-                await self._stream(fd, send)
-                group.cancel_scope.cancel()
-
-            group.start_soon(stream)
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()
 
     async def _stream(self, fd: int, send: Send) -> None:
         for piece in self._pieces:

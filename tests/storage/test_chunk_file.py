@@ -1,0 +1,145 @@
+"""Chunk bodies go to disk past the page cache (O_DIRECT) where the file system
+allows it, through it where it does not, and land byte for byte either way."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from shelfsync.server.storage import blobs
+from shelfsync.server.storage.blobs import BlobStore
+from tests.page_cache import resident
+
+MIB = 1024 * 1024
+SESSION = "00000000-0000-4000-8000-000000000001"
+
+
+def _pieces(data: bytes, seed: int) -> list[bytes]:
+    """The body cut as a socket would hand it over: uneven, most not page-sized."""
+    rng = random.Random(seed)
+    out, at = [], 0
+    while at < len(data):
+        n = rng.choice([1, 4095, 4097, 65_536, 65_537, 300_001, 2 * MIB + 3])
+        out.append(data[at : at + n])
+        at += n
+    return out
+
+
+def _write_session(store: BlobStore, data: bytes, chunk_size: int) -> None:
+    store.create_session_file(SESSION, len(data))
+    for index, offset in enumerate(range(0, len(data), chunk_size)):
+        chunk = store.open_chunk(SESSION, offset)
+        try:
+            body = data[offset : offset + chunk_size]
+            for piece in _pieces(body, index):
+                chunk.write_pieces([piece])
+            chunk.sync()
+        finally:
+            chunk.close()
+
+
+def _direct_io_here(path: Path) -> bool:
+    probe = path / "probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    return True
+
+
+def test_chunks_land_whole_and_skip_the_page_cache(tmp_path: Path) -> None:
+    if not _direct_io_here(tmp_path):
+        pytest.skip("this file system has no O_DIRECT")
+    store = BlobStore(tmp_path / "content")
+    # Three full chunks and a last one whose end is not a whole page.
+    data = random.Random(7).randbytes(12 * MIB + 5_000)
+    _write_session(store, data, 4 * MIB)
+    path = store.session_path(SESSION)
+    for offset in (0, 4 * MIB, 8 * MIB + 12_288, 12 * MIB - 4096, 12 * MIB):
+        assert not resident(path, offset), offset
+    # The end that is not a whole page went through the page cache, synced with the rest.
+    assert resident(path, 12 * MIB + 4096)
+    assert store.direct_io
+    assert path.read_bytes() == data
+
+
+def test_the_direct_descriptor_is_opened_with_o_direct(tmp_path: Path) -> None:
+    if not _direct_io_here(tmp_path):
+        pytest.skip("this file system has no O_DIRECT")
+    store = BlobStore(tmp_path / "content")
+    store.create_session_file(SESSION, 4 * MIB)
+    chunk = store.open_chunk(SESSION, 0)
+    try:
+        direct = chunk._direct
+        assert direct is not None
+        flags = (Path(f"/proc/self/fdinfo/{direct}").read_text().split("flags:")[1]).split()[0]
+        assert int(flags, 8) & os.O_DIRECT
+    finally:
+        chunk.close()
+
+
+def test_a_file_system_without_direct_io_gets_buffered_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening with O_DIRECT fails with EINVAL (tmpfs before Linux 6.6, many
+    FUSE file systems): every chunk is written through the page cache."""
+    real_open = os.open
+
+    def no_direct(path: object, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(blobs.os, "open", no_direct)
+    store = BlobStore(tmp_path / "content")
+    data = random.Random(8).randbytes(8 * MIB + 123)
+    _write_session(store, data, 4 * MIB)
+    assert not store.direct_io
+    assert store.session_path(SESSION).read_bytes() == data
+
+
+def test_a_refused_direct_write_falls_back_without_losing_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct write refused with EINVAL (a device whose blocks are larger
+    than a page): that chunk's bytes go through the page cache, and so do
+    later chunks'."""
+    if not _direct_io_here(tmp_path):
+        pytest.skip("this file system has no O_DIRECT")
+    real_pwrite = os.pwrite
+    refused: list[int] = []
+
+    def refuse_direct(fd: int, data: memoryview, offset: int) -> int:
+        flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+        if int(flags, 8) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(blobs.os, "pwrite", refuse_direct)
+    store = BlobStore(tmp_path / "content")
+    data = random.Random(9).randbytes(8 * MIB + 4_321)
+    _write_session(store, data, 4 * MIB)
+    assert refused == [0]
+    assert not store.direct_io
+    assert store.session_path(SESSION).read_bytes() == data
+
+
+def test_staging_buffers_are_reused(tmp_path: Path) -> None:
+    if not _direct_io_here(tmp_path):
+        pytest.skip("this file system has no O_DIRECT")
+    store = BlobStore(tmp_path / "content")
+    store.create_session_file(SESSION, 8 * MIB)
+    first = store.open_chunk(SESSION, 0)
+    stage = first._stage
+    first.close()
+    second = store.open_chunk(SESSION, 4 * MIB)
+    try:
+        assert second._stage is stage
+    finally:
+        second.close()
