@@ -61,6 +61,21 @@ def test_a_large_file_not_in_the_cache_is_read_past_it(lib: Library) -> None:
         assert not resident(path, offset), offset
 
 
+def test_a_second_request_is_read_through_the_cache(lib: Library) -> None:
+    """The first request for a file says little; the second says it is wanted
+    again, and from then on it is read through the cache, which keeps it."""
+    path = _object(lib, BIG, "film.mkv")
+    if not _direct_io_here(path):
+        pytest.skip("this file system has no O_DIRECT")
+    first = lib.client.get(url("film.mkv"), headers=lib.headers)
+    assert first.content == BIG
+    assert not resident(path, MIB)
+    second = lib.client.get(url("film.mkv"), headers=lib.headers)
+    assert second.content == BIG
+    assert resident(path, 0)
+    assert resident(path, len(BIG) - 1)
+
+
 def test_a_large_file_in_the_cache_is_read_from_it(lib: Library) -> None:
     path = _object(lib, BIG, "film.mkv")
     assert path.read_bytes() == BIG  # now cached

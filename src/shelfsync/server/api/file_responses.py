@@ -5,10 +5,11 @@ with the ASGI `http.response.pathsend` extension where the server offers it
 (granian), so the kernel copies the bytes, and otherwise reads it in pieces of
 `READ_PIECE_BYTES` (uvicorn: one worker-thread hop per piece, so not 64 KiB).
 A file of at least `DIRECT_READ_MIN_BYTES` that is not in the page cache is
-read past it (O_DIRECT), like nginx's `directio`: uploads are written past the
-page cache (storage/blobs.py), so the first device to fetch a new file would
-otherwise fill the cache with pages that are read once, each a page the
-kernel must find and zero first; a file already cached is read from there.
+read past it (O_DIRECT) the first time it is asked for, like nginx's
+`directio`: uploads are written past the page cache (storage/blobs.py), so
+the first device to fetch a new file would otherwise fill the cache with
+pages read once, each a page the kernel must find and zero first. A file
+already cached, or asked for a second time, is read through the cache.
 Byte ranges (RFC 9110 section 14) are read in a worker thread, at most
 `READ_PIECE_BYTES` at a time, and never held whole in memory; pathsend cannot
 carry a range (it names a whole file). A single range of at most one piece is
@@ -33,7 +34,9 @@ import mimetypes
 import mmap
 import os
 import secrets
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -156,6 +159,32 @@ def _first_page_cached(fd: int) -> bool:
     return bool(failed or vector[0] & 1)
 
 
+class _FirstReads:
+    """The files read past the page cache lately (the last `keep`): a second
+    request for one is read through the cache, which keeps it for the
+    requests after. One request says little (a new file fetched by its one
+    other device); a second says it is wanted again, as nginx's
+    `proxy_cache_min_uses 2` caches on the second use."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._keep:
+                self._seen.popitem(last=False)
+            return True
+
+
+_READ_PAST_ONCE = _FirstReads(keep=4096)
+
+
 class _DirectReader:
     """Reads a file past the page cache, READ_PIECE_BYTES at a time, each into
     a page-aligned part of a new buffer (the ASGI server may still hold the
@@ -176,7 +205,7 @@ class _DirectReader:
         except OSError:
             return None
         try:
-            if _first_page_cached(fd):
+            if _first_page_cached(fd) or not _READ_PAST_ONCE.first(os.fspath(path)):
                 return None
             return cls(path, os.open(path, os.O_RDONLY | os.O_DIRECT))
         except OSError:
