@@ -1,4 +1,5 @@
-"""What the page cache holds of a file, for tests of I/O that bypasses it."""
+"""What the page cache holds of a file, and whether direct I/O works, for
+tests of I/O that bypasses the cache."""
 
 from __future__ import annotations
 
@@ -34,3 +35,25 @@ def drop(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def direct_io_works(path: Path) -> bool:
+    """Whether the file system holding `path` (a file or a folder) opens files
+    with O_DIRECT."""
+    probe = path / ".direct-probe" if path.is_dir() else path
+    if probe != path:
+        probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    finally:
+        if probe != path:
+            probe.unlink()
+    return True
+
+
+def opened_direct(fd: int) -> bool:
+    """Whether descriptor `fd` of this process was opened with O_DIRECT."""
+    flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+    return bool(int(flags, 8) & os.O_DIRECT)

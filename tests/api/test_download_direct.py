@@ -16,7 +16,7 @@ from shelfsync.server.api import file_responses
 from shelfsync.server.api.file_responses import DIRECT_READ_MIN_BYTES
 from shelfsync.server.storage.blobs import BlobStore
 from tests.api.test_download import Library, make_library, url
-from tests.page_cache import drop, resident
+from tests.page_cache import direct_io_works, drop, opened_direct, resident
 
 __all__ = ["make_library"]  # the fixture, imported for pytest
 
@@ -40,17 +40,9 @@ def _object(lib: Library, data: bytes, name: str) -> Path:
     return path
 
 
-def _direct_io_here(path: Path) -> bool:
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
-    except OSError:
-        return False
-    return True
-
-
 def test_a_large_file_not_in_the_cache_is_read_past_it(lib: Library) -> None:
     path = _object(lib, BIG, "film.mkv")
-    if not _direct_io_here(path):
+    if not direct_io_works(path):
         pytest.skip("this file system has no O_DIRECT")
     response = lib.client.get(url("film.mkv"), headers=lib.headers)
     assert response.status_code == 200
@@ -65,7 +57,7 @@ def test_a_second_request_is_read_through_the_cache(lib: Library) -> None:
     """The first request for a file says little; the second says it is wanted
     again, and from then on it is read through the cache, which keeps it."""
     path = _object(lib, BIG, "film.mkv")
-    if not _direct_io_here(path):
+    if not direct_io_works(path):
         pytest.skip("this file system has no O_DIRECT")
     first = lib.client.get(url("film.mkv"), headers=lib.headers)
     assert first.content == BIG
@@ -108,14 +100,13 @@ def test_a_refused_direct_read_goes_on_through_the_cache(
     """A direct read refused with EINVAL (blocks larger than a page): the rest
     is read through the page cache, and the body is still whole."""
     path = _object(lib, BIG, "film.mkv")
-    if not _direct_io_here(path):
+    if not direct_io_works(path):
         pytest.skip("this file system has no O_DIRECT")
     real_preadv = os.preadv
     refused: list[int] = []
 
     def refuse_second_direct_read(fd: int, buffers: list[memoryview], offset: int) -> int:
-        flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
-        if int(flags, 8) & os.O_DIRECT and offset > 0:
+        if opened_direct(fd) and offset > 0:
             refused.append(offset)
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_preadv(fd, buffers, offset)

@@ -12,7 +12,7 @@ import pytest
 
 from shelfsync.server.storage import blobs
 from shelfsync.server.storage.blobs import BlobStore
-from tests.page_cache import resident
+from tests.page_cache import direct_io_works, opened_direct, resident
 
 MIB = 1024 * 1024
 SESSION = "00000000-0000-4000-8000-000000000001"
@@ -42,20 +42,15 @@ def _write_session(store: BlobStore, data: bytes, chunk_size: int) -> None:
             chunk.close()
 
 
-def _direct_io_here(path: Path) -> bool:
-    probe = path / "probe"
-    probe.write_bytes(b"")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
-    except OSError:
-        return False
-    return True
-
-
-def test_chunks_land_whole_and_skip_the_page_cache(tmp_path: Path) -> None:
-    if not _direct_io_here(tmp_path):
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    """A store on a file system that takes direct I/O (else the test is skipped)."""
+    if not direct_io_works(tmp_path):
         pytest.skip("this file system has no O_DIRECT")
-    store = BlobStore(tmp_path / "content")
+    return BlobStore(tmp_path / "content")
+
+
+def test_chunks_land_whole_and_skip_the_page_cache(store: BlobStore) -> None:
     # Three full chunks and a last one whose end is not a whole page.
     data = random.Random(7).randbytes(12 * MIB + 5_000)
     _write_session(store, data, 4 * MIB)
@@ -68,17 +63,13 @@ def test_chunks_land_whole_and_skip_the_page_cache(tmp_path: Path) -> None:
     assert path.read_bytes() == data
 
 
-def test_the_direct_descriptor_is_opened_with_o_direct(tmp_path: Path) -> None:
-    if not _direct_io_here(tmp_path):
-        pytest.skip("this file system has no O_DIRECT")
-    store = BlobStore(tmp_path / "content")
+def test_the_direct_descriptor_is_opened_with_o_direct(store: BlobStore) -> None:
     store.create_session_file(SESSION, 4 * MIB)
     chunk = store.open_chunk(SESSION, 0)
     try:
         direct = chunk._direct
         assert direct is not None
-        flags = (Path(f"/proc/self/fdinfo/{direct}").read_text().split("flags:")[1]).split()[0]
-        assert int(flags, 8) & os.O_DIRECT
+        assert opened_direct(direct)
     finally:
         chunk.close()
 
@@ -104,25 +95,21 @@ def test_a_file_system_without_direct_io_gets_buffered_writes(
 
 
 def test_a_refused_direct_write_falls_back_without_losing_bytes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A direct write refused with EINVAL (a device whose blocks are larger
     than a page): that chunk's bytes go through the page cache, and so do
     later chunks'."""
-    if not _direct_io_here(tmp_path):
-        pytest.skip("this file system has no O_DIRECT")
     real_pwrite = os.pwrite
     refused: list[int] = []
 
     def refuse_direct(fd: int, data: memoryview, offset: int) -> int:
-        flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
-        if int(flags, 8) & os.O_DIRECT:
+        if opened_direct(fd):
             refused.append(offset)
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(blobs.os, "pwrite", refuse_direct)
-    store = BlobStore(tmp_path / "content")
     data = random.Random(9).randbytes(8 * MIB + 4_321)
     _write_session(store, data, 4 * MIB)
     assert refused == [0]
@@ -130,10 +117,7 @@ def test_a_refused_direct_write_falls_back_without_losing_bytes(
     assert store.session_path(SESSION).read_bytes() == data
 
 
-def test_staging_buffers_are_reused(tmp_path: Path) -> None:
-    if not _direct_io_here(tmp_path):
-        pytest.skip("this file system has no O_DIRECT")
-    store = BlobStore(tmp_path / "content")
+def test_staging_buffers_are_reused(store: BlobStore) -> None:
     store.create_session_file(SESSION, 8 * MIB)
     first = store.open_chunk(SESSION, 0)
     stage = first._stage
