@@ -69,6 +69,7 @@ READ_PIECE_BYTES = 1024 * 1024
 DIRECT_READ_MIN_BYTES = 4 * 1024 * 1024
 _DIRECT_ALIGN = 4096
 _PATHSEND = "http.response.pathsend"
+_DIRECT_IO = hasattr(os, "O_DIRECT")  # Linux and the BSDs; not macOS
 _OCTET_STREAM = "application/octet-stream"
 # mimetypes reports `a.tar.gz` as type tar with encoding gzip; the bytes we send
 # are the gzip stream, so the compression decides the type (RFC 6713 for gzip).
@@ -264,6 +265,7 @@ class WholeFileResponse(FileResponse):
         scope = {**scope, "headers": headers}
         if (
             scope["method"] != "HEAD"
+            and _DIRECT_IO
             and _PATHSEND not in scope.get("extensions", {})
             and self.stat_result.st_size >= DIRECT_READ_MIN_BYTES
         ):
