@@ -140,3 +140,28 @@ def test_without_direct_io_the_file_is_read_through_the_cache(
     response = lib.client.get(url("film.mkv"), headers=lib.headers)
     assert response.content == BIG
     assert resident(path, 0)
+
+
+def test_a_short_direct_read_goes_on_through_the_cache(
+    lib: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct read that returns less than asked, ending inside a page (the
+    kernel may): the next offset cannot be read directly, so the rest is read
+    through the page cache, and the body is still whole."""
+    path = _object(lib, BIG, "film.mkv")
+    if not direct_io_works(path):
+        pytest.skip("this file system has no O_DIRECT")
+    real_preadv = os.preadv
+    short: list[int] = []
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int, *flags: int) -> int:
+        if opened_direct(fd) and not short:
+            short.append(offset)
+            real_preadv(fd, buffers, offset, *flags)
+            return 1000  # as if the kernel had stopped there
+        return real_preadv(fd, buffers, offset, *flags)
+
+    monkeypatch.setattr(file_responses.os, "preadv", preadv)
+    response = lib.client.get(url("film.mkv"), headers=lib.headers)
+    assert response.content == BIG
+    assert short == [0]

@@ -216,7 +216,9 @@ class _DirectReader:
 
     def read(self, offset: int, remaining: int) -> bytes:
         length = min(READ_PIECE_BYTES, remaining)
-        if self._direct and offset % _DIRECT_ALIGN == 0:
+        if self._direct and offset % _DIRECT_ALIGN:
+            self._buffered()  # after a short read that ended inside a page
+        if self._direct:
             # Whole pages: the last piece asks for the rest of its page and gets
             # the file's end.
             want = -(-length // _DIRECT_ALIGN) * _DIRECT_ALIGN
