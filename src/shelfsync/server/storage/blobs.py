@@ -149,11 +149,12 @@ class ChunkFile:
     With `direct` (a descriptor opened with O_DIRECT), the body is gathered in
     a page-aligned buffer and written past the page cache, 1 MiB at a time; the
     unaligned end of a file's last chunk goes through the page cache, and the
-    fdatasync at the end covers both. A chunk is written once and read, if at
-    all, by a download that streams it once, so caching it is no use to
-    anybody: the copy into the page cache (a third of the server's CPU in an
-    upload's profile) and the pages it takes are saved, as databases and
-    object stores (MinIO) do for the same reason. Where the file system
+    fdatasync at the end covers both. Caching what is being written helps no
+    one: the next reader is a download, which reads a new large file past the
+    cache too and caches it only from its second request on
+    (api/file_responses.py). So the copy into the page cache (a third of the
+    server's CPU in an upload's profile) and the pages it takes are saved, as
+    databases and object stores (MinIO) do for the same reason. Where the file system
     refuses an aligned direct write (EINVAL), this chunk and every later one
     go through the page cache.
     """
