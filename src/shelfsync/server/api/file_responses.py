@@ -202,17 +202,17 @@ class _DirectReader:
         for a cached file (cheaper to read from there) or where the file system
         has no direct I/O."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
         except OSError:
             return None
         try:
-            if _first_page_cached(fd) or not _READ_PAST_ONCE.first(os.fspath(path)):
-                return None
-            return cls(path, os.open(path, os.O_RDONLY | os.O_DIRECT))
+            # mmap and so mincore see the page cache whatever the open flags.
+            if not _first_page_cached(fd) and _READ_PAST_ONCE.first(os.fspath(path)):
+                return cls(path, fd)
         except OSError:
-            return None
-        finally:
-            os.close(fd)
+            pass
+        os.close(fd)
+        return None
 
     def read(self, offset: int, remaining: int) -> bytes:
         length = min(READ_PIECE_BYTES, remaining)
