@@ -37,6 +37,7 @@ import re
 import socket
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,36 @@ def _version(cmd: list[str]) -> str | None:
     return text[0] if text else None
 
 
+# The dependencies whose versions move the figures (pyproject.toml gives only
+# lower bounds, so a fresh .venv may hold newer ones than the last run's).
+_PACKAGES = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "sqlalchemy",
+    "psycopg",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "granian",
+    "httpx",
+    "httpcore",
+    "orjson",
+    "watchfiles",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def host_info() -> dict[str, Any]:
     """What the machine was doing and running: enough to judge the noise later."""
     info: dict[str, Any] = {
@@ -91,6 +122,7 @@ def host_info() -> dict[str, Any]:
     info["git_head"] = _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     dirty = _version(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     info["git_dirty"] = bool(dirty)
+    info["packages"] = package_versions()
     return info
 
 
