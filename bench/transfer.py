@@ -19,7 +19,10 @@ a private nginx (worker_processes 1, sendfile, WebDAV PUT, like
 upload anchor is one streamed PUT (`curl -T`); nginx also gets the same file as
 8 MiB chunks, 4 PUTs at a time, from httpx (what a chunked client does), shown
 for reference. nginx does not fsync; shelfsync fdatasyncs every chunk before
-its 200 (and renames/fsyncs at complete), and hashes every byte.
+its 200 (and renames/fsyncs at complete), and hashes every byte. So before each
+shelfsync upload, `dd` writes the payload into the server's data directory with
+direct writes and one fdatasync: the disk's durable-write floor, reported
+beside both.
 
 Each upload run first writes a fresh 32-byte nonce at the start of every 4 MiB
 block of the payload (so the server can neither deduplicate nor reuse
