@@ -50,6 +50,12 @@ from starlette.types import Message, Receive, Scope, Send
 from shelfsync.server.api.errors import problem_response
 from shelfsync.server.domain.errors import StorageFailure
 from shelfsync.server.domain.ranges import ByteRange
+from shelfsync.server.storage.blobs import (
+    DIRECT_ALIGN,
+    DIRECT_BUFFER_BYTES,
+    DIRECT_BUFFERS,
+    DIRECT_IO,
+)
 
 __all__ = [
     "READ_PIECE_BYTES",
@@ -64,12 +70,12 @@ __all__ = [
 log = logging.getLogger("shelfsync.api")
 
 READ_PIECE_BYTES = 1024 * 1024
+# A direct read of one piece fills one of storage's aligned buffers.
+assert READ_PIECE_BYTES <= DIRECT_BUFFER_BYTES
 # A whole file at least this large that is not in the page cache is read past
 # it (O_DIRECT): see WholeFileResponse.
 DIRECT_READ_MIN_BYTES = 4 * 1024 * 1024
-_DIRECT_ALIGN = 4096
 _PATHSEND = "http.response.pathsend"
-_DIRECT_IO = hasattr(os, "O_DIRECT")  # Linux and the BSDs; not macOS
 _OCTET_STREAM = "application/octet-stream"
 # mimetypes reports `a.tar.gz` as type tar with encoding gzip; the bytes we send
 # are the gzip stream, so the compression decides the type (RFC 6713 for gzip).
@@ -187,14 +193,15 @@ _READ_PAST_ONCE = _FirstReads(keep=4096)
 
 
 class _DirectReader:
-    """Reads a file past the page cache, READ_PIECE_BYTES at a time, each into
-    a page-aligned part of a new buffer (the ASGI server may still hold the
-    previous one); through the page cache from the first refused read on."""
+    """Reads a file past the page cache, READ_PIECE_BYTES at a time, into one
+    page-aligned buffer from storage's pool (each piece is copied out into
+    bytes for the ASGI server, so the buffer is free again at once); through
+    the page cache from the first refused read on."""
 
     def __init__(self, path: Path, fd: int) -> None:
         self._path = path
         self._fd = fd
-        self._direct = True
+        self._buffer: mmap.mmap | None = DIRECT_BUFFERS.take()
 
     @classmethod
     def open(cls, path: Path) -> _DirectReader | None:
@@ -216,32 +223,37 @@ class _DirectReader:
 
     def read(self, offset: int, remaining: int) -> bytes:
         length = min(READ_PIECE_BYTES, remaining)
-        if self._direct and offset % _DIRECT_ALIGN:
+        if self._buffer is not None and offset % DIRECT_ALIGN:
             self._buffered()  # after a short read that ended inside a page
-        if self._direct:
+        if self._buffer is not None:
             # Whole pages: the last piece asks for the rest of its page and gets
             # the file's end.
-            want = -(-length // _DIRECT_ALIGN) * _DIRECT_ALIGN
-            raw = bytearray(want + _DIRECT_ALIGN)
-            start = -ctypes.addressof(ctypes.c_char.from_buffer(raw)) % _DIRECT_ALIGN
-            view = memoryview(raw)[start : start + want]
-            try:
-                n = os.preadv(self._fd, [view], offset)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._buffered()
-            else:
-                return bytes(view[: min(n, length)])
+            want = -(-length // DIRECT_ALIGN) * DIRECT_ALIGN
+            with memoryview(self._buffer) as whole:
+                try:
+                    n = os.preadv(self._fd, [whole[:want]], offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                else:
+                    return bytes(whole[: min(n, length)])
+            self._buffered()
         return os.pread(self._fd, length, offset)
 
     def _buffered(self) -> None:
         """Blocks larger than a page, or no direct reads after all."""
         fd = os.open(self._path, os.O_RDONLY)
         os.close(self._fd)
-        self._fd, self._direct = fd, False
+        self._fd = fd
+        self._give_back()
+
+    def _give_back(self) -> None:
+        if self._buffer is not None:
+            buffer, self._buffer = self._buffer, None
+            DIRECT_BUFFERS.give(buffer)
 
     def close(self) -> None:
+        self._give_back()
         os.close(self._fd)
 
 
@@ -267,7 +279,7 @@ class WholeFileResponse(FileResponse):
         scope = {**scope, "headers": headers}
         if (
             scope["method"] != "HEAD"
-            and _DIRECT_IO
+            and DIRECT_IO
             and _PATHSEND not in scope.get("extensions", {})
             and self.stat_result.st_size >= DIRECT_READ_MIN_BYTES
         ):

@@ -39,7 +39,16 @@ from pathlib import Path
 from shelfsync.durable import sync_filesystem as _sync_filesystem
 from shelfsync.server.domain.errors import InsufficientStorage, StorageFailure
 
-__all__ = ["BlobStore", "ChunkFile", "StagedFile"]
+__all__ = [
+    "DIRECT_ALIGN",
+    "DIRECT_BUFFERS",
+    "DIRECT_BUFFER_BYTES",
+    "DIRECT_IO",
+    "AlignedBuffers",
+    "BlobStore",
+    "ChunkFile",
+    "StagedFile",
+]
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _SESSION = re.compile(r"^[0-9a-f-]{36}$")
@@ -47,10 +56,12 @@ _COPY_STEP = 64 * 1024 * 1024
 _DIGEST_BYTES = 32
 # Buffers per pwritev (the kernel takes at most IOV_MAX, 1024 on Linux).
 _IOV_BATCH = 512
-# Direct writes: offsets and lengths in whole pages (any block device's logical
-# block divides 4096), from a staging buffer of this size.
-_DIRECT_ALIGN = 4096
-_STAGE_BYTES = 1024 * 1024
+# Direct I/O (O_DIRECT; Linux and the BSDs, not macOS): offsets and lengths in
+# whole pages (any block device's logical block divides 4096), through
+# page-aligned buffers of DIRECT_BUFFER_BYTES.
+DIRECT_IO = hasattr(os, "O_DIRECT")
+DIRECT_ALIGN = 4096
+DIRECT_BUFFER_BYTES = 1024 * 1024
 # objects/ab/cd/<hash>: the leaf folder is a name's last 65 characters off, its parent 3 more.
 _FANOUT_LEAF = 65
 _FANOUT_STEP = 3
@@ -114,8 +125,8 @@ def _io_errors() -> Iterator[None]:
         raise StorageFailure(f"content storage failed: {exc.strerror or exc}") from exc
 
 
-class _AlignedBuffers:
-    """Page-aligned buffers (anonymous mmaps) for direct writes, kept for reuse:
+class AlignedBuffers:
+    """Page-aligned buffers (anonymous mmaps) for direct I/O, kept for reuse:
     memory the process already touched costs nothing to fill again, where new
     pages cost a fault each (and, on a VM that hands freed memory back to its
     host, a fault on the host as well)."""
@@ -140,7 +151,8 @@ class _AlignedBuffers:
         buffer.close()
 
 
-_STAGING = _AlignedBuffers(_STAGE_BYTES, keep=8)
+# Shared by the chunk writes here and the direct reads of downloads.
+DIRECT_BUFFERS = AlignedBuffers(DIRECT_BUFFER_BYTES, keep=8)
 
 
 class ChunkFile:
@@ -170,7 +182,7 @@ class ChunkFile:
         self._stage: mmap.mmap | None = None
         self._staged = 0
         if direct is not None:
-            self._stage = _STAGING.take()
+            self._stage = DIRECT_BUFFERS.take()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.write_pieces([data])
@@ -180,14 +192,14 @@ class ChunkFile:
         first = 0
         while first < len(views) and self._stage is not None:
             view = views[first]
-            n = min(len(view), _STAGE_BYTES - self._staged)
+            n = min(len(view), DIRECT_BUFFER_BYTES - self._staged)
             self._stage[self._staged : self._staged + n] = view[:n]
             self._staged += n
             if n == len(view):
                 first += 1
             else:
                 views[first] = view[n:]
-            if self._staged == _STAGE_BYTES:
+            if self._staged == DIRECT_BUFFER_BYTES:
                 self._flush_stage()
         if first < len(views):
             self._write_buffered(views[first:])
@@ -200,7 +212,7 @@ class ChunkFile:
         whole = memoryview(self._stage)
         refused = False
         try:
-            aligned = self._staged - self._staged % _DIRECT_ALIGN
+            aligned = self._staged - self._staged % DIRECT_ALIGN
             done = 0
             with _io_errors():
                 while done < aligned:
@@ -213,7 +225,7 @@ class ChunkFile:
                         break
                     self.written += n
                     done += n
-                    if n % _DIRECT_ALIGN:
+                    if n % DIRECT_ALIGN:
                         break  # a short, unaligned direct write: the rest goes buffered
             if done < self._staged:
                 self._write_buffered([whole[done : self._staged]])
@@ -257,7 +269,7 @@ class ChunkFile:
     def _release_direct(self) -> None:
         if self._stage is not None:
             stage, self._stage = self._stage, None
-            _STAGING.give(stage)
+            DIRECT_BUFFERS.give(stage)
         if self._direct is not None:
             direct, self._direct = self._direct, None
             os.close(direct)
@@ -308,7 +320,7 @@ class BlobStore:
         self._uploads = str(self.uploads)
         # Chunk bodies are written past the page cache until the file system
         # refuses it (ChunkFile).
-        self.direct_io = hasattr(os, "O_DIRECT")
+        self.direct_io = DIRECT_IO
 
     # -- naming ----------------------------------------------------------
 
@@ -385,7 +397,7 @@ class BlobStore:
         with _io_errors():
             fd = os.open(path, os.O_WRONLY)
             direct: int | None = None
-            if self.direct_io and offset % _DIRECT_ALIGN == 0:
+            if self.direct_io and offset % DIRECT_ALIGN == 0:
                 try:
                     direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
                 except OSError as exc:
