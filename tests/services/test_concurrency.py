@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import multiprocessing
 import queue
 import random
@@ -45,14 +46,14 @@ from shelfsync.server.api.dependencies import Services
 from shelfsync.server.app import build_services
 from shelfsync.server.domain.accounts import Device, User
 from shelfsync.server.domain.clock import utcnow
-from shelfsync.server.domain.items import ChangeOp, Item
+from shelfsync.server.domain.items import ChangeOp
 from shelfsync.server.services.auth import Principal
 from shelfsync.server.services.feed import FeedService
 from shelfsync.server.services.report import LocalChange, ReportStatus
 from shelfsync.server.settings import Settings
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
-from shelfsync.server.storage.items import ItemRepository, LibraryCounters
+from shelfsync.server.storage.items import FeedRow, ItemRepository, LibraryCounters
 from shelfsync.server.storage.tables import conflicts, items, revisions
 
 WRITER_THREADS = 6
@@ -126,7 +127,7 @@ class Library:
 class ReaderLog:
     first_latest_seq: int = -1
     seqs: list[int] = field(default_factory=list)
-    last_seen: dict[str, Item] = field(default_factory=dict)
+    last_seen: dict[str, FeedRow] = field(default_factory=dict)
     pages: int = 0
     # (latest_seq, highest seq delivered) of pages that claimed a latest_seq
     # below a change they delivered.
@@ -320,8 +321,8 @@ def _follow_feed(
     raise AssertionError("the reader never reached the end of the feed")
 
 
-def _read_all(feed: FeedService, principal: Principal) -> list[Item]:
-    entries: list[Item] = []
+def _read_all(feed: FeedService, principal: Principal) -> list[FeedRow]:
+    entries: list[FeedRow] = []
     cursor: str | None = None
     for _ in range(10_000):
         page = feed.page(principal, cursor=cursor, limit=PAGE_LIMIT)
@@ -397,7 +398,7 @@ def _check_history(tables: Tables) -> None:
     assert revision_seqs == list(range(1, tables.counter + 1)), "one seq per accepted change"
 
 
-def _check_fresh_listing(tables: Tables, entries: list[Item]) -> None:
+def _check_fresh_listing(tables: Tables, entries: list[FeedRow]) -> None:
     """(b) no cursor: every live item exactly once, in increasing seq order."""
     seqs = [e.seq for e in entries]
     assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
@@ -433,7 +434,7 @@ def _check_follower(tables: Tables, log: ReaderLog) -> None:
             row["content_hash"],
             row["path"],
         ), f"the reader's last view of {row['path']} is stale"
-        assert seen.metadata == (row["metadata"] or {})
+        assert json.loads(seen.metadata) == (row["metadata"] or {})
     assert set(log.last_seen) <= set(tables.items)
 
 

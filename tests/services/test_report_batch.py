@@ -10,6 +10,7 @@ Two users of one database get the same script, one through each path.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from shelfsync.content_hash import EMPTY_HASH
 from shelfsync.server.domain.accounts import ConflictPolicy, Device, User
-from shelfsync.server.domain.items import ChangeOp, Item
+from shelfsync.server.domain.items import ChangeOp
 from shelfsync.server.services import report as report_module
 from shelfsync.server.services.auth import Principal
 from shelfsync.server.services.devices import DeviceService
@@ -33,7 +34,7 @@ from shelfsync.server.services.report import LocalChange, ReportResult, ReportSe
 from shelfsync.server.storage.conflicts import ConflictRepository
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.engine import Database
-from shelfsync.server.storage.items import ItemRepository
+from shelfsync.server.storage.items import FeedRow, ItemRepository
 from shelfsync.server.storage.users import UserRepository
 
 NOW = datetime(2026, 11, 30, 10, 0, 0, tzinfo=UTC)
@@ -98,14 +99,14 @@ def _result(r: ReportResult) -> tuple[Any, ...]:
     return (r.path, r.status, r.revision, r.seq, r.conflict is not None, error)
 
 
-def _item(i: Item, devices: dict[str | None, str]) -> tuple[Any, ...]:
+def _item(i: FeedRow, devices: dict[str | None, str]) -> tuple[Any, ...]:
     return (
         i.path,
         i.revision,
         i.content_hash,
         i.size,
         i.mtime,
-        i.metadata,
+        json.loads(i.metadata),
         i.deleted,
         devices.get(i.device_id),
         i.updated_at,
@@ -115,7 +116,7 @@ def _item(i: Item, devices: dict[str | None, str]) -> tuple[Any, ...]:
     )
 
 
-def _state(db: Database, side: Side) -> tuple[list[Item], dict[str, list[Any]], list[Any]]:
+def _state(db: Database, side: Side) -> tuple[list[FeedRow], dict[str, list[Any]], list[Any]]:
     with db.read() as tx:
         repo = ItemRepository(tx)
         feed = repo.feed_page(side.user.id, after_seq=0, snapshot_seq=0, limit=10_000)

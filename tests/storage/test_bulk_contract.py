@@ -12,10 +12,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import sqlalchemy as sa
+import pytest
 
 from shelfsync.server.domain.accounts import User
 from shelfsync.server.domain.items import ChangeOp, Item
+from shelfsync.server.storage import bulk
 from shelfsync.server.storage.engine import Database
 from shelfsync.server.storage.items import ItemRepository
 from shelfsync.server.storage.users import UserRepository
@@ -193,20 +194,20 @@ def test_feed_page_reads_with_an_index_range_scan(db: Database) -> None:
 
 
 def _plan(db: Database, user_id: str, *, after_seq: int, snapshot_seq: int) -> str:
-    """EXPLAIN of the feed page query, as ItemRepository.feed_page builds it."""
+    """EXPLAIN of the feed page query, as ItemRepository.feed_page sends it."""
     captured: list[tuple[str, Any]] = []
+    read_rows = bulk.select_rows
 
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        captured.append((statement, params))
+    def capture(conn: Any, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        captured.append(bulk.driver_select(conn.dialect, statement, params))
+        return read_rows(conn, statement, params)
 
-    sa.event.listen(db.engine, "before_cursor_execute", capture)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bulk, "select_rows", capture)
         with db.read() as tx:
             ItemRepository(tx).feed_page(
                 user_id, after_seq=after_seq, snapshot_seq=snapshot_seq, limit=1001
             )
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", capture)
     [(statement, params)] = [c for c in captured if "FROM items" in c[0]]
     explain = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
     with db.read() as tx:
@@ -214,5 +215,6 @@ def _plan(db: Database, user_id: str, *, after_seq: int, snapshot_seq: int) -> s
             # A table this small is cheaper to read whole; what must hold is that
             # the index serves the query (range and order) when the table is big.
             tx.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        rows = tx.exec_driver_sql(explain + statement, params).all()
+        args = tuple(params) if isinstance(params, list) else params
+        rows = tx.exec_driver_sql(explain + statement, args).all()
     return "\n".join(" ".join(str(v) for v in row) for row in rows)

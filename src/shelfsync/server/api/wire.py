@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,6 @@ import pydantic_core
 from shelfsync.protocol import devices as wire
 from shelfsync.protocol import sync as sync_wire
 from shelfsync.protocol import uploads as upload_wire
-from shelfsync.protocol.common import format_timestamp
 from shelfsync.protocol.problems import Problem
 from shelfsync.server.api.errors import problem_for
 from shelfsync.server.domain.accounts import ConflictPolicy, DeviceType, SyncFilter
@@ -35,6 +35,7 @@ __all__ = [
     "sync_filter_in",
     "upload_out",
     "utc",
+    "wire_time",
 ]
 
 
@@ -143,44 +144,70 @@ def change_out(item: Item) -> sync_wire.Change:
 
 
 _OP_NAMES: dict[ChangeOp, str] = {op: op.value for op in ChangeOp}
+_EMPTY_OBJECT = orjson.Fragment(b"{}")
+
+
+def wire_time(text: str) -> str:
+    """A feed row's time (UTC, ISO text: `YYYY-MM-DD HH:MM:SS` and a fraction
+    of 0 to 6 digits) as format_timestamp writes it: milliseconds (truncated), `Z`."""
+    if len(text) >= 23:
+        return text[:10] + "T" + text[11:23] + "Z"
+    # PostgreSQL drops the fraction's trailing zeros, and a fraction of 0.
+    return text[:10] + "T" + text[11:19] + "." + text[20:].ljust(3, "0") + "Z"
+
+
+def _metadata_json(text: str) -> Any:
+    """A feed row's metadata for orjson: its stored JSON text as it is, or
+    decoded where that text is not JSON the wire may carry as it is."""
+    if text == "{}":
+        return _EMPTY_OBJECT
+    # Python's json module writes NaN and infinities as bare words (not JSON);
+    # the model writes them as null. A string holding those words only takes
+    # the slow way. `null` (no metadata) is written as {}.
+    if text[:1] == "{" and "NaN" not in text and "Infinity" not in text:
+        return orjson.Fragment(text)
+    return json.loads(text) or {}
 
 
 def changes_body(page: FeedPage) -> bytes:
-    """A feed page as the JSON of sync_wire.ChangesResponse, byte for byte.
+    """A feed page as the JSON of sync_wire.ChangesResponse.
 
     A page is up to 1,000 changes: building a pydantic model per change and
     serializing it cost more than reading the page (issue 7). Here each change
-    is a plain dict with Change's fields in Change's order, written by orjson;
-    the bytes are the ones the model gives (tests/unit/test_feed_wire.py), and
-    what orjson refuses (an integer beyond 64 bits in metadata) is written by
-    pydantic-core as the model would. Changes of one batch share `changed_at`,
-    so a timestamp equal to the previous one reuses its text.
+    is a plain dict with Change's fields in Change's order, written by orjson,
+    from the page's rows as read (times and metadata as stored text, see
+    storage/items.py): the times are cut to the protocol's form, and metadata
+    goes out as its stored JSON text. The values are the model's
+    (tests/unit/test_feed_wire.py); only the metadata's white space may differ.
+    What orjson refuses (an integer beyond 64 bits in metadata that had to be
+    decoded) is written by pydantic-core as the model would. Changes of one
+    batch share `changed_at`, so a time equal to the previous one reuses its text.
     """
     names = _OP_NAMES
-    fmt = format_timestamp
-    last_changed: datetime | None = None
+    metadata_json = _metadata_json
+    last_changed: str | None = None
     last_changed_text = ""
     changes: list[dict[str, Any]] = []
     append = changes.append
-    for item in page.changes:
-        changed = item.updated_at
+    for row in page.changes:
+        changed = row.updated_at
         if changed != last_changed:
-            last_changed, last_changed_text = changed, fmt(changed)
-        mtime = item.mtime
+            last_changed, last_changed_text = changed, wire_time(changed)
+        mtime = row.mtime
         append(
             {
-                "seq": item.seq,
-                "op": names[item.op],
-                "id": item.id,
-                "path": item.path,
-                "from_path": item.from_path,
-                "revision": item.revision,
-                "content_hash": item.content_hash,
-                "size": item.size,
-                "mtime": None if mtime is None else fmt(mtime),
-                "metadata": item.metadata,
-                "deleted": item.deleted,
-                "device_id": item.device_id,
+                "seq": row.seq,
+                "op": names[row.op],
+                "id": row.id,
+                "path": row.path,
+                "from_path": row.from_path,
+                "revision": row.revision,
+                "content_hash": row.content_hash,
+                "size": row.size,
+                "mtime": None if mtime is None else wire_time(mtime),
+                "metadata": metadata_json(row.metadata),
+                "deleted": row.deleted,
+                "device_id": row.device_id,
                 "changed_at": last_changed_text,
             }
         )
@@ -193,6 +220,8 @@ def changes_body(page: FeedPage) -> bytes:
     try:
         return orjson.dumps(body)
     except TypeError:  # orjson.JSONEncodeError
+        for change, row in zip(changes, page.changes, strict=True):
+            change["metadata"] = json.loads(row.metadata) or {}
         # NaN and infinities become null, as in the model's JSON.
         return pydantic_core.to_json(body, inf_nan_mode="null")
 

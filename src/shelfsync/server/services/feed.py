@@ -9,14 +9,14 @@ from dataclasses import dataclass, replace
 from shelfsync.server.domain.accounts import Device, SyncFilter
 from shelfsync.server.domain.clock import utcnow
 from shelfsync.server.domain.errors import CursorExpired, InvalidCursor, InvalidInput
-from shelfsync.server.domain.items import ChangeOp, Item
+from shelfsync.server.domain.items import ChangeOp
 from shelfsync.server.services.auth import AuthService, Principal
 from shelfsync.server.services.cursors import Cursor, CursorCodec
 from shelfsync.server.services.notifier import ChangeNotifier
 from shelfsync.server.services.sync_filter import PathSelector, selector_for
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database, Tx
-from shelfsync.server.storage.items import ItemRepository, LibraryCounters
+from shelfsync.server.storage.items import FeedRow, ItemRepository, LibraryCounters
 
 __all__ = ["LATEST", "AckResult", "FeedPage", "FeedService", "pending_changes"]
 
@@ -32,7 +32,7 @@ FALLBACK_POLL_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    changes: list[Item]
+    changes: list[FeedRow]
     cursor: str
     has_more: bool
     latest_seq: int
@@ -95,7 +95,7 @@ class FeedService:
         selector = selector_for(device.sync_filter) if device is not None else None
         if selector is not None and selector.everything:
             selector = None  # every row is delivered as it is
-        delivered: list[Item] = []
+        delivered: list[FeedRow] = []
         scanned_to = start.seq
         scanned = 0
         exhausted = False
@@ -133,8 +133,8 @@ class FeedService:
 
     @staticmethod
     def _filtered(
-        repo: ItemRepository, selector: PathSelector, start: Cursor, row: Item
-    ) -> Item | None:
+        repo: ItemRepository, selector: PathSelector, start: Cursor, row: FeedRow
+    ) -> FeedRow | None:
         """The entry a filtered device sees for `row`, or None to skip it."""
         if selector.matches(row.path):
             return row
@@ -149,8 +149,8 @@ class FeedService:
         elif not selector.matches(before):
             return None  # was outside the selection then, and is now
         # It left the selection (moved out): to this device it is gone.
-        return replace(
-            row, deleted=True, op=ChangeOp.DELETE, content_hash=None, size=0, from_path=None
+        return row._replace(
+            deleted=True, op=ChangeOp.DELETE, content_hash=None, size=0, from_path=None
         )
 
     async def wait_page(

@@ -1,4 +1,4 @@
-"""executemany straight to the driver, for the hot bulk writes (issue 7).
+"""Statements straight to the driver, for the hot bulk writes and reads (issue 7).
 
 `Connection.execute(stmt, [dict, ...])` builds a parameter dictionary per row
 and runs each value through its type's bind processor inside SQLAlchemy's
@@ -18,6 +18,11 @@ rows go in COPY's binary format, each value dumped for its column's own type
 row writer costs about 10 us a row, the binary one 5), and the server reads
 the values without parsing text. The stored values are the same
 (tests/storage/test_bulk_contract.py).
+
+`select_rows` is the read counterpart, for the feed page's 1,001 rows: the
+statement compiled once, run on the driver's cursor, and its rows handed back
+as the driver's plain tuples. Through `Connection.execute` each row became a
+SQLAlchemy Row first (about a fifth of the page's read).
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ import sqlalchemy as sa
 from psycopg import postgres
 from sqlalchemy.engine import Connection, Dialect
 
-__all__ = ["Bind", "bind_processor", "executemany", "insert_rows", "insert_sql", "update_sql"]
+__all__ = [
+    "Bind",
+    "bind_processor",
+    "driver_select",
+    "executemany",
+    "insert_rows",
+    "insert_sql",
+    "select_rows",
+    "update_sql",
+]
 
 Bind = Callable[[Any], Any]
 
@@ -127,3 +141,71 @@ def _copy_types(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> 
             names.append(info.name)
         _COPY_TYPES[key] = names
     return _COPY_TYPES[key]
+
+
+class _Select:
+    """A SELECT compiled once for one dialect: its SQL and how each parameter binds."""
+
+    def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.statement = statement  # kept: the cache is keyed by its id
+        self.sql = str(compiled)
+        self.positional = compiled.positiontup  # None: named (psycopg's pyformat)
+        # The literals' values (LIMIT's offset); the caller's parameters come later.
+        self.fixed = compiled.construct_params(
+            {name: None for name, bind in compiled.binds.items() if bind.required}
+        )
+        self.binds = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in compiled.binds.items()
+        }
+
+    def args(self, params: dict[str, Any]) -> list[Any] | dict[str, Any]:
+        values = {**self.fixed, **params}
+        for name, process in self.binds.items():
+            if process is not None and name in values:
+                values[name] = process(values[name])
+        if self.positional is None:
+            return values
+        return [values[name] for name in self.positional]
+
+
+_SELECTS: dict[tuple[int, str], _Select] = {}
+
+
+def driver_select(
+    dialect: Dialect, statement: sa.Select[Any], params: dict[str, Any]
+) -> tuple[str, list[Any] | dict[str, Any]]:
+    """`statement` as the driver takes it: its SQL in the driver's parameter
+    style and `params` bound as SQLAlchemy binds them. `statement` must live as
+    long as the process (it is compiled once, by id)."""
+    key = (id(statement), dialect.name)
+    select = _SELECTS.get(key)
+    if select is None or select.statement is not statement:
+        select = _SELECTS[key] = _Select(statement, dialect)
+    return select.sql, select.args(params)
+
+
+def select_rows(
+    conn: Connection, statement: sa.Select[Any], params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Every row of `statement` (see driver_select) as the driver returns it:
+    plain tuples, with no result processing (the caller selects what it can
+    read raw, such as text)."""
+    dialect = conn.dialect
+    sql, args = driver_select(dialect, statement, params)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # an open Connection has its driver connection
+    try:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, args)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy would have raised it (the callers translate those).
+        raise sa.exc.DBAPIError.instance(
+            sql, args, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
+    return rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -17,8 +17,10 @@ from shelfsync.server.storage.tables import items, libraries, revisions
 
 __all__ = [
     "ITEM_COLUMNS",
+    "FeedRow",
     "ItemRepository",
     "LibraryCounters",
+    "feed_row",
     "item_from_row",
     "path_key",
     "revision_from_row",
@@ -482,25 +484,23 @@ class ItemRepository:
 
     def feed_page(
         self, user_id: str, *, after_seq: int, snapshot_seq: int, limit: int
-    ) -> list[Item]:
-        """Items with seq > after_seq in seq order; tombstones at or below
-        `snapshot_seq` are skipped (they predate a device's first listing)."""
+    ) -> list[FeedRow]:
+        """Items with seq > after_seq in seq order, as FeedRows; tombstones at or
+        below `snapshot_seq` are skipped (they predate a device's first listing)."""
         skip_tombstones = snapshot_seq > after_seq
-        stmt = _feed_statement(self._conn.dialect.name, skip_tombstones=skip_tombstones)
+        dialect_name = self._conn.dialect.name
+        stmt = _feed_statement(dialect_name, skip_tombstones=skip_tombstones)
         params = {"user_id": user_id, "after_seq": after_seq, "limit": limit}
         if skip_tombstones:
             params["snapshot_seq"] = snapshot_seq
-        rows = self._conn.execute(stmt, params).all()
         try:
-            return _feed_items(user_id, rows)
+            return _feed_rows(bulk.select_rows(self._conn, stmt, params))
         except ValueError:
-            if self._conn.dialect.name != "postgresql":
+            if dialect_name != "postgresql":
                 raise
         # Timestamps not in ISO form (a DateStyle other than ISO): the typed read.
-        typed = _feed_statement(
-            self._conn.dialect.name, skip_tombstones=skip_tombstones, typed=True
-        )
-        return [item_from_row(r) for r in self._conn.execute(typed, params).all()]
+        typed = _feed_statement(dialect_name, skip_tombstones=skip_tombstones, typed=True)
+        return [feed_row(item_from_row(r)) for r in self._conn.execute(typed, params).all()]
 
     def count_after(self, user_id: str, *, after_seq: int, live_only: bool) -> int:
         stmt = (
@@ -568,24 +568,80 @@ class ItemRepository:
 
 # -- the feed's read (issue 7) -------------------------------------------------
 #
-# A feed page is up to 1,001 rows, read on every sync. Through the columns'
-# own types SQLAlchemy converted each value on its own (a regular expression
-# per SQLite timestamp, a re-attached UTC per timestamp, a JSON decode behind
-# a generic processor): about half of a page's CPU. Here the timestamps and the
-# metadata come back as text (SQLite stores them as text, PostgreSQL casts
-# them) and are converted in one loop: a timestamp is one C `fromisoformat`
-# with the zone appended, and the common empty metadata skips the JSON
-# decoder. user_id is not read back: it is the one the query asks for. The
-# values are the ones the typed columns give (tests/storage/
-# test_feed_contract.py compares them). PostgreSQL writes timestamps as text
-# in its DateStyle; with one other than the default ISO the page is read again
-# through the typed columns. (to_char would not depend on DateStyle, but costs
-# the server more than the whole rest of the query.)
+# A feed page is up to 1,001 rows, read on every sync, and all the server does
+# with most of them is write them out as JSON. Built as Items, each row cost a
+# frozen dataclass (about 3 us: one object.__setattr__ per field), two parsed
+# timestamps and a decoded metadata object, all of which the wire then turned
+# back into text: more than half of a page's CPU. So a page is read as FeedRows
+# (plain tuples) straight from the driver (bulk.select_rows), with the
+# timestamps and the metadata as the text the database holds: SQLite stores
+# them as text, PostgreSQL casts them. The wire writes that text out as it is
+# (api/wire.py). user_id is not read back: it is the one the query asks for.
+# tests/storage/test_feed_contract.py checks every value against the typed
+# columns. PostgreSQL writes timestamps as text in its DateStyle; with one
+# other than the default ISO the page is read again through the typed columns.
+# (to_char would not depend on DateStyle, but costs the server more than the
+# whole rest of the query.)
 
-_UTC_SUFFIX = "+00:00"
+
+class FeedRow(NamedTuple):
+    """One entry of a feed page, as the page query reads it.
+
+    Times are UTC as ISO text, `YYYY-MM-DD HH:MM:SS` with a fraction of 1 to 6
+    digits or none (SQLite stores six; PostgreSQL drops trailing zeros).
+    `metadata` is the JSON text of the item's metadata object as stored.
+    """
+
+    id: str
+    path: str
+    revision: int
+    content_hash: str | None
+    size: int
+    mtime: str | None
+    metadata: str
+    deleted: bool
+    device_id: str | None
+    updated_at: str
+    seq: int
+    op: ChangeOp
+    from_path: str | None
+
+
 _FEED_COLUMNS = tuple(c for c in ITEM_COLUMNS if c is not items.c.user_id)
 _feed_statements: dict[tuple[str, bool, bool], sa.Select[Any]] = {}
-_json = json.JSONDecoder()
+
+
+def utc_text(value: datetime) -> str:
+    """A FeedRow time: `value` in UTC as SQLite stores it."""
+    value = value.astimezone(UTC)
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (SQLite's own format)
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
+
+
+def feed_row(item: Item) -> FeedRow:
+    """The FeedRow of a typed Item (the page read again through the typed columns)."""
+    return FeedRow(
+        item.id,
+        item.path,
+        item.revision,
+        item.content_hash,
+        item.size,
+        None if item.mtime is None else utc_text(item.mtime),
+        json.dumps(item.metadata),
+        item.deleted,
+        item.device_id,
+        utc_text(item.updated_at),
+        item.seq,
+        item.op,
+        item.from_path,
+    )
 
 
 def _as_text(column: sa.Column[Any], dialect_name: str) -> sa.ColumnElement[Any]:
@@ -626,55 +682,47 @@ def _feed_statement(
     return stmt
 
 
-def _feed_items(user_id: str, rows: Iterable[Sequence[Any]]) -> list[Item]:
-    """Items from rows of _feed_statement (_FEED_COLUMNS, times and metadata as text)."""
-    when = datetime.fromisoformat
-    decode = _json.raw_decode  # json.loads without its checks, which cost more here
-    loads = json.loads  # the JSON column's decoder, for text raw_decode does not take whole
+def _iso_text(value: str) -> bool:
+    """Whether a time read as text is in the ISO form FeedRow holds."""
+    return len(value) >= 19 and value[4] == "-" and value[10] == " " and value[13] == ":"
+
+
+def _feed_rows(rows: list[tuple[Any, ...]]) -> list[FeedRow]:
+    """FeedRows from rows of _feed_statement (_FEED_COLUMNS, times and metadata
+    as text); ValueError when the times are not in ISO form."""
+    # One DateStyle, one form: the first row tells for the page.
+    if rows and not _iso_text(rows[0][9]):
+        raise ValueError("timestamps are not in ISO form")
     ops = _OPS
-    utc = _UTC_SUFFIX
-    found: list[Item] = []
-    append = found.append
-    for (
-        item_id,
-        path,
-        revision,
-        content_hash,
-        size,
-        mtime,
-        metadata,
-        deleted,
-        device_id,
-        updated_at,
-        seq,
-        op,
-        from_path,
-    ) in rows:
-        if metadata == "{}":
-            value: Any = {}
-        else:
-            try:
-                value, end = decode(metadata)
-            except ValueError:
-                end = -1
-            if end != len(metadata):  # white space around it, or not JSON
-                value = loads(metadata)
-        append(
-            Item(
-                item_id,
-                user_id,
-                path,
-                revision,
-                content_hash,
-                size,
-                None if mtime is None else when(mtime + utc),
-                value or {},
-                bool(deleted),
-                device_id,
-                when(updated_at + utc),
-                seq,
-                ops[op],
-                from_path,
-            )
+    return [
+        FeedRow(
+            item_id,
+            path,
+            revision,
+            content_hash,
+            size,
+            mtime,
+            metadata or "{}",
+            bool(deleted),
+            device_id,
+            updated_at,
+            seq,
+            ops[op],
+            from_path,
         )
-    return found
+        for (
+            item_id,
+            path,
+            revision,
+            content_hash,
+            size,
+            mtime,
+            metadata,
+            deleted,
+            device_id,
+            updated_at,
+            seq,
+            op,
+            from_path,
+        ) in rows
+    ]
