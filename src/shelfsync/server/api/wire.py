@@ -78,9 +78,13 @@ def device_out(status: DeviceStatus, *, acked_cursor: str | None) -> wire.Device
     )
 
 
+# A report carries up to 1,000 changes: calling the enum class costs ten times this lookup.
+_OPS_IN: dict[str, ChangeOp] = {op.value: op for op in ChangeOp}
+
+
 def local_change_in(model: sync_wire.LocalChange) -> LocalChange:
     return LocalChange(
-        op=ChangeOp(model.op),
+        op=_OPS_IN[model.op],
         path=model.path,
         base_revision=model.base_revision,
         to_path=model.to_path,
