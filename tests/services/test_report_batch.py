@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -306,7 +306,7 @@ def test_a_rejected_change_leaves_the_batch_around_it_intact(db: Database) -> No
         principal,
         [
             _change("upsert", "a.txt", None, HELD[0], None, ""),
-            replace(_change("upsert", "a.txt", 1, HELD[1], None, ""), metadata="not an object"),  # type: ignore[arg-type]
+            _change("upsert", "a.txt", 1, HELD[1], None, "")._replace(metadata="not an object"),  # type: ignore[arg-type]
             _change("upsert_wrong_size", "b.txt", None, HELD[1], None, ""),
             _change("upsert", "a.txt", 1, HELD[2], None, ""),
         ],

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from shelfsync.content_hash import EMPTY_HASH, is_content_hash
 from shelfsync.server.domain.accounts import Device
@@ -52,8 +51,10 @@ class ReportStatus(enum.StrEnum):
     REJECTED = "rejected"  # invalid change; see error
 
 
-@dataclass(frozen=True, slots=True)
-class LocalChange:
+# LocalChange and ReportResult are plain immutable records made once per
+# reported change (up to 1,000 a request): a NamedTuple is made in less than
+# half the time of a frozen dataclass (which calls object.__setattr__ per field).
+class LocalChange(NamedTuple):
     op: ChangeOp
     path: str
     base_revision: int | None
@@ -65,8 +66,7 @@ class LocalChange:
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReportResult:
+class ReportResult(NamedTuple):
     path: str
     status: ReportStatus
     id: str | None = None
