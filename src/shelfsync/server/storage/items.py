@@ -612,17 +612,9 @@ _feed_statements: dict[tuple[str, bool, bool], sa.Select[Any]] = {}
 
 
 def utc_text(value: datetime) -> str:
-    """A FeedRow time: `value` in UTC as SQLite stores it."""
-    value = value.astimezone(UTC)
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (SQLite's own format)
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-    )
+    """A FeedRow time: `value` in UTC as SQLite stores it (six digits of fraction)."""
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    return naive.isoformat(sep=" ", timespec="microseconds")
 
 
 def feed_row(item: Item) -> FeedRow:
@@ -695,34 +687,6 @@ def _feed_rows(rows: list[tuple[Any, ...]]) -> list[FeedRow]:
         raise ValueError("timestamps are not in ISO form")
     ops = _OPS
     return [
-        FeedRow(
-            item_id,
-            path,
-            revision,
-            content_hash,
-            size,
-            mtime,
-            metadata or "{}",
-            bool(deleted),
-            device_id,
-            updated_at,
-            seq,
-            ops[op],
-            from_path,
-        )
-        for (
-            item_id,
-            path,
-            revision,
-            content_hash,
-            size,
-            mtime,
-            metadata,
-            deleted,
-            device_id,
-            updated_at,
-            seq,
-            op,
-            from_path,
-        ) in rows
+        FeedRow(i, path, rev, h, size, mtime, meta or "{}", bool(gone), dev, at, seq, ops[op], frm)
+        for (i, path, rev, h, size, mtime, meta, gone, dev, at, seq, op, frm) in rows
     ]
