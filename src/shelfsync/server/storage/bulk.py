@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Dialect
 
 __all__ = [
     "Bind",
+    "CompiledSelect",
     "bind_processor",
     "driver_select",
     "executemany",
@@ -143,8 +144,9 @@ def _copy_types(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> 
     return _COPY_TYPES[key]
 
 
-class _Select:
-    """A SELECT compiled once for one dialect: its SQL and how each parameter binds."""
+class CompiledSelect:
+    """A SELECT compiled once for one dialect: its SQL in the driver's parameter
+    style and how each parameter binds (also Database.first_nowait's)."""
 
     def __init__(self, statement: sa.Select[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -170,7 +172,7 @@ class _Select:
         return [values[name] for name in self.positional]
 
 
-_SELECTS: dict[tuple[int, str], _Select] = {}
+_SELECTS: dict[tuple[int, str], CompiledSelect] = {}
 
 
 def driver_select(
@@ -182,7 +184,7 @@ def driver_select(
     key = (id(statement), dialect.name)
     select = _SELECTS.get(key)
     if select is None or select.statement is not statement:
-        select = _SELECTS[key] = _Select(statement, dialect)
+        select = _SELECTS[key] = CompiledSelect(statement, dialect)
     return select.sql, select.args(params)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from shelfsync.server.domain.errors import InsufficientStorage, Unavailable
+from shelfsync.server.storage.bulk import CompiledSelect
 from shelfsync.server.storage.wal_checkpointer import WalCheckpointer
 
 __all__ = ["BULK_BYTES_KEY", "Database", "Tx", "WouldBlock", "normalize_url", "savepoint"]
@@ -196,10 +197,10 @@ class Database:
         try:
             plan = self._nowait_plans.get(id(statement))
             if plan is None or plan.statement is not statement:
-                plan = self._nowait_plans[id(statement)] = _Plan(statement, self.engine, params)
+                plan = self._nowait_plans[id(statement)] = _Plan(statement, self.engine)
             conn = self._nowait_conn or self._connect_nowait()
             try:
-                cursor = conn.execute(plan.sql, plan.args(params))
+                cursor = conn.execute(plan.select.sql, plan.select.args(params))
                 try:
                     row = cursor.fetchone()
                 finally:
@@ -251,29 +252,20 @@ def _plain_file(url: str) -> bool:
 
 
 class _Plan:
-    """A SELECT compiled once for first_nowait: its SQL, how each parameter is
-    bound and how each column is read, as SQLAlchemy does for the engine."""
+    """A SELECT compiled once for first_nowait (bulk.CompiledSelect, in
+    pysqlite's positional style) and how each column is read, as SQLAlchemy
+    does for the engine."""
 
-    def __init__(self, statement: sa.Select[Any], engine: Engine, params: dict[str, Any]) -> None:
+    def __init__(self, statement: sa.Select[Any], engine: Engine) -> None:
         dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
-        if compiled.positiontup is None:
+        self.select = CompiledSelect(statement, dialect)
+        if self.select.positional is None:
             raise WouldBlock  # not a positional dialect
         self.statement = statement  # kept: the plans are found by its id
-        self.sql = str(compiled)
-        self._fixed = compiled.construct_params(dict.fromkeys(params))  # literals' values
-        self._binds = [
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
-        ]
         self._columns = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in statement.selected_columns
         ]
-
-    def args(self, params: dict[str, Any]) -> list[Any]:
-        values = {**self._fixed, **params}
-        return [values[name] if bind is None else bind(values[name]) for name, bind in self._binds]
 
     def typed(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
