@@ -124,6 +124,36 @@ def test_a_broken_download_stream_becomes_server_unreachable(
         b"".join(stream.iter_bytes())
 
 
+def test_a_chunk_sent_in_pieces_has_its_length_and_goes_whole_again_on_a_retry(
+    client_for: Callable[[Handler], ApiClient], sleeps: list[float]
+) -> None:
+    class Pieces:
+        def __len__(self) -> int:
+            return 7
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"abc"
+            yield b"defg"
+
+    received: list[tuple[str | None, str | None, bytes]] = []
+    receipt = {"index": 3, "size": 7, "received_count": 1, "chunk_count": 4}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        received.append(
+            (request.headers.get("content-length"), request.headers.get("transfer-encoding"), body)
+        )
+        if len(received) == 1:
+            raise httpx.WriteError("connection reset", request=request)
+        return httpx.Response(200, json=receipt)
+
+    api = client_for(handler)
+    answer = api.put_chunk("s1", index=3, data=Pieces(), content_digest=None)
+    assert answer.size == 7
+    assert received == [("7", None, b"abcdefg")] * 2
+    assert len(sleeps) == 1
+
+
 def test_throttled_answers_are_retried_after_retry_after(
     client_for: Callable[[Handler], ApiClient], sleeps: list[float]
 ) -> None:

@@ -190,6 +190,29 @@ def test_an_edit_after_the_scan_keeping_the_stat_is_refused_by_the_server(
         download(api, "big.bin")
 
 
+@pytest.mark.usefixtures("chunking")
+def test_a_file_cut_short_while_its_chunks_go_up_lands_nothing(
+    uploader: Uploader, api: ApiClient, folder: Path, sessions: list[UploadSession]
+) -> None:
+    # Chunks checked by the server are read as they are sent: a file that got
+    # shorter after its session was made ends their request early.
+    source = folder / "big.bin"
+    source.write_bytes(os.urandom(BIG))
+    job = scanned_job(folder, "big.bin")
+    create = api.create_upload
+
+    def create_then_cut(body: UploadCreate) -> UploadSession:
+        session = create(body)
+        with source.open("r+b") as fh:
+            fh.truncate(BLOCK_SIZE // 2)
+        return session
+
+    api.create_upload = create_then_cut  # type: ignore[method-assign]
+    assert uploader.upload(job) is None  # changed since the scan: the next round reports it
+    with pytest.raises(NotFound):
+        download(api, "big.bin")
+
+
 def test_an_edit_after_the_scan_changing_the_mtime_is_caught_before_any_session(
     uploader: Uploader,
     api: ApiClient,

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 from urllib.parse import quote
 
 import httpcore
@@ -75,6 +75,7 @@ __all__ = [
     "ApiClient",
     "DownloadStream",
     "RetryPolicy",
+    "SizedBody",
     "TunedBackend",
     "TunedStream",
     "TunedTransport",
@@ -160,6 +161,14 @@ def problem_error(response: httpx.Response) -> ApiError:
 WIDE_READ_BYTES = 1024 * 1024
 # Downloads with at least this much left to fetch go through the wide client.
 WIDE_DOWNLOAD_MIN_BYTES = 4 * 1024 * 1024
+
+
+class SizedBody(Protocol):
+    """A request body sent in pieces whose whole length is known up front."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
 
 
 class TunedStream(httpcore.NetworkStream):
@@ -401,7 +410,7 @@ class ApiClient:
         *,
         json: object | None = None,
         params: dict[str, str | int | float] | None = None,
-        content: bytes | None = None,
+        content: bytes | SizedBody | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
         stream: bool = False,
@@ -506,12 +515,16 @@ class ApiClient:
         return self._model(UploadSession, "GET", f"{SYNC}/upload/{quote(session_id, safe='')}")
 
     def put_chunk(
-        self, session_id: str, *, index: int, data: bytes, content_digest: str | None
+        self, session_id: str, *, index: int, data: bytes | SizedBody, content_digest: str | None
     ) -> ChunkReceipt:
         """PUT one chunk; without `content_digest` when the server checks its blocks
-        against the session's `block_hashes` instead."""
+        against the session's `block_hashes` instead. `data` is the bytes, or an
+        iterable of them (iterable again for a retry) that knows its length."""
         url = f"{SYNC}/upload/{quote(session_id, safe='')}/chunks/{index}"
         headers = {"Content-Type": "application/octet-stream"}
+        if not isinstance(data, bytes):
+            # A known length, not chunked transfer coding.
+            headers["Content-Length"] = str(len(data))
         if content_digest is not None:
             headers["Content-Digest"] = content_digest
         return self._model(ChunkReceipt, "PUT", url, content=data, headers=headers)
