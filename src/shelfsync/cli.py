@@ -167,8 +167,12 @@ def serve(
 def _run_uvicorn(target: object, settings: Settings, *, workers: int, log_level: str) -> None:
     import uvicorn
 
+    from shelfsync.server.api.http_protocol import BodyPiecesProtocol
+
     uvicorn.run(
         target,  # type: ignore[arg-type]
+        # httptools (uvicorn's choice when installed), bodies handed over uncopied.
+        http=BodyPiecesProtocol,
         host=settings.host,
         port=settings.port,
         workers=workers,
