@@ -7,8 +7,7 @@ served by uvicorn on a loopback socket."""
 from __future__ import annotations
 
 import collections
-import itertools
-import os
+import contextlib
 import random
 import socket
 import ssl
@@ -26,13 +25,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from shelfsync.client import download
 from shelfsync.client.download import DownloadJob, Outcome
 from shelfsync.client.errors import NotFound, ServerUnreachable
 from shelfsync.client.http import (
     WIDE_DOWNLOAD_MIN_BYTES,
     WIDE_READ_BYTES,
     ApiClient,
+    DownloadStream,
     RetryPolicy,
     TunedBackend,
     TunedStream,
@@ -279,9 +278,9 @@ def served(tmp_path: Path, db: Database, database_url: str) -> Iterator[Served]:
 
 @pytest.fixture
 def wide_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The length of every wide read's answer (the wide client's streams only).
-    After the first, the reader pauses once, so the socket holds more than
-    64 KiB by the next read."""
+    """The length of every wide read's answer (the wide client's streams only),
+    through httpcore or straight into a buffer. After the first, the reader
+    pauses once, so the socket holds more than 64 KiB by the next read."""
     got: list[int] = []
     read = TunedStream.read
 
@@ -294,7 +293,16 @@ def wide_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         got.append(len(data))
         return data
 
+    def spy_into(self: TunedStream, buffer: memoryview, timeout: float | None) -> int:
+        if len(got) == 1:
+            time.sleep(0.1)
+        count = read_into(self, buffer, timeout)
+        got.append(count)
+        return count
+
+    read_into = TunedStream.read_into
     monkeypatch.setattr(TunedStream, "read", spy)
+    monkeypatch.setattr(TunedStream, "read_into", spy_into)
     return got
 
 
@@ -342,52 +350,6 @@ def test_a_large_download_resumes_with_range_through_the_wide_client(
     assert (root / "big.bin").read_bytes() == BIG
     assert counters.resumed_download_bytes == partial
     assert sum(wide_reads) > 2 * (len(BIG) - partial)
-
-
-@pytest.mark.parametrize("partial", [0, 3 * MIB + 7])
-def test_a_large_download_hands_its_pages_back_as_it_goes(
-    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partial: int
-) -> None:
-    """Every DROP_EVERY_BYTES the bytes written are synced and their pages
-    dropped, in order and without gaps, and the whole file at the end."""
-    events: list[tuple[str, int, int]] = []
-    fdatasync, fsync, fadvise = os.fdatasync, os.fsync, os.posix_fadvise
-    monkeypatch.setattr(download, "DROP_EVERY_BYTES", 2 * MIB)
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (events.append(("sync", 0, 0)), fdatasync(fd)))
-    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("sync", 0, 0)), fsync(fd)))
-
-    def drop(fd: int, offset: int, length: int, advice: int) -> None:
-        assert advice == os.POSIX_FADV_DONTNEED
-        events.append(("drop", offset, length))
-        fadvise(fd, offset, length, advice)
-
-    monkeypatch.setattr(os, "posix_fadvise", drop)
-    served.put("big.bin", BIG)
-    root = tmp_path / "folder"
-    root.mkdir()
-    with served.api() as api, State(root) as state:
-        job = _job(api, "big.bin")
-        downloader = single_downloader(root, api, state)
-        if partial:
-            (root / downloader.temp_name(job)).write_bytes(BIG[:partial])
-        events.clear()
-        assert downloader.download(job).outcome is Outcome.DONE
-    assert (root / "big.bin").read_bytes() == BIG
-    drops = [(offset, length) for kind, offset, length in events if kind == "drop"]
-    assert drops[-1] == (0, 0)  # the whole file, last
-    assert events[-2][0] == "sync"
-    ranges = drops[:-1]
-    assert len(ranges) > 1
-    assert ranges[0][0] == partial
-    for _, length in ranges:  # a range ends with the piece that filled it
-        assert 2 * MIB <= length < 2 * MIB + WIDE_READ_BYTES
-    for (offset, length), (next_offset, _) in itertools.pairwise(ranges):
-        assert next_offset == offset + length
-    last_offset, last_length = ranges[-1]
-    assert len(BIG) - (last_offset + last_length) < 2 * MIB
-    for index, event in enumerate(events):
-        if event[0] == "drop":
-            assert events[index - 1][0] == "sync"  # synced first: clean pages go
 
 
 def test_small_downloads_and_batches_keep_the_default_client(
@@ -512,3 +474,193 @@ def test_with_a_proxy_in_the_environment_large_downloads_keep_the_main_client(
     with served.api() as api, api.download("big.bin", size=len(BIG)) as stream:
         assert hash_bytes(b"".join(stream.iter_bytes())) == hash_bytes(BIG)
     assert wide_reads == []
+
+
+# -- bodies read from the socket into the caller's buffer ----------------------
+
+
+def test_a_large_download_reads_its_body_straight_into_the_buffer(
+    served: Served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """httpcore gets the head alone; the body goes from the socket into the
+    sink's buffer, and the next download has a connection of its own."""
+    heads: list[bytes] = []
+    into: list[int] = []
+    read, read_into = TunedStream.read, TunedStream.read_into
+
+    def spy(self: TunedStream, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = read(self, max_bytes, timeout)
+        if self.exact_heads:
+            heads.append(data)
+        return data
+
+    def spy_into(self: TunedStream, buffer: memoryview, timeout: float | None) -> int:
+        count = read_into(self, buffer, timeout)
+        into.append(count)
+        return count
+
+    monkeypatch.setattr(TunedStream, "read", spy)
+    monkeypatch.setattr(TunedStream, "read_into", spy_into)
+    served.put("big.bin", BIG)
+    root = tmp_path / "folder"
+    root.mkdir()
+    with served.api() as api, State(root) as state:
+        downloader = single_downloader(root, api, state)
+        for _ in range(2):
+            (root / "big.bin").unlink(missing_ok=True)
+            job = _job(api, "big.bin")
+            assert downloader.download(job).outcome is Outcome.DONE
+            assert (root / "big.bin").read_bytes() == BIG
+    assert sum(into) == 2 * len(BIG)
+    assert len(heads) == 2
+    for head in heads:  # exactly the head, nothing of the body
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert head.endswith(b"\r\n\r\n")
+        assert head.count(b"\r\n\r\n") == 1
+
+
+class Scripted:
+    """A loopback server answering each connection's first request with `answer`,
+    sent in the given pieces (a pause between them)."""
+
+    def __init__(self, answer: list[bytes], pause_s: float = 0.0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.answer, self.pause_s = answer, pause_s
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                conn.recv(65536)
+                for piece in self.answer:
+                    conn.sendall(piece)
+                    time.sleep(self.pause_s)
+                with contextlib.suppress(OSError):
+                    conn.recv(1)  # until the client closes
+
+    def api(self) -> ApiClient:
+        api = ApiClient(f"http://127.0.0.1:{self.port}", device_token="tok", retry=NO_RETRY)
+        api._access_expires_at = float("inf")
+        api._access_token = "t"
+        return api
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_all(stream: DownloadStream) -> tuple[bool, bytes]:
+    reader = stream.body_reader()
+    if reader is None:
+        return False, b"".join(stream.iter_bytes())
+    buffer = memoryview(bytearray(MIB))
+    got = bytearray()
+    while count := reader(buffer):
+        got += buffer[:count]
+    return True, bytes(got)
+
+
+def _head(length: int, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (length, extra)
+
+
+def test_a_head_arriving_a_byte_at_a_time_is_read_exactly() -> None:
+    body = BIG[:WIDE_DOWNLOAD_MIN_BYTES]
+    head = _head(len(body))
+    server = Scripted([bytes([b]) for b in head] + [body], pause_s=0.002)
+    try:
+        with server.api() as api, api.download("big.bin", size=len(body)) as stream:
+            assert _read_all(stream) == (True, body)
+    finally:
+        server.close()
+
+
+def test_a_head_and_body_in_one_send_leave_the_body_in_the_socket() -> None:
+    body = BIG[: 5 * MIB]
+    server = Scripted([_head(len(body)) + body])
+    try:
+        with server.api() as api:
+            for _ in range(2):
+                with api.download("big.bin", size=len(body)) as stream:
+                    assert _read_all(stream) == (True, body)
+        assert server.accepted == 2  # a connection whose body went around h11 is not reused
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # an interim answer first: the real head came with body bytes through httpcore
+        [b"HTTP/1.1 100 Continue\r\n\r\n" + _head(5 * MIB) + BIG[: 5 * MIB]],
+        # chunked: no Content-Length
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % (5 * MIB)
+            + BIG[: 5 * MIB]
+            + b"\r\n0\r\n\r\n"
+        ],
+    ],
+    ids=["interim-answer", "chunked"],
+)
+def test_an_answer_not_fit_for_direct_reading_is_read_through_httpx(answer: list[bytes]) -> None:
+    server = Scripted(answer)
+    try:
+        with server.api() as api, api.download("big.bin", size=5 * MIB) as stream:
+            assert _read_all(stream) == (False, BIG[: 5 * MIB])
+    finally:
+        server.close()
+
+
+def test_a_body_cut_short_in_the_socket_is_server_unreachable() -> None:
+    body = BIG[: 5 * MIB]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve_part() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(_head(len(body)) + body[: 2 * MIB])
+
+    thread = threading.Thread(target=serve_part, daemon=True)
+    thread.start()
+    api = ApiClient(
+        f"http://127.0.0.1:{listener.getsockname()[1]}", device_token="tok", retry=NO_RETRY
+    )
+    api._access_expires_at = float("inf")
+    api._access_token = "t"
+    try:
+        with (
+            api,
+            api.download("big.bin", size=len(body)) as stream,
+            pytest.raises(ServerUnreachable, match="3145728 bytes to come"),
+        ):
+            _read_all(stream)
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+def test_a_silent_server_times_a_direct_read_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = BIG[: 5 * MIB]
+    server = Scripted([_head(len(body)) + body[:1000], b""], pause_s=5)
+    try:
+        with server.api() as api:
+            api._timeout = httpx.Timeout(0.3, connect=10.0)
+            with api.download("big.bin", size=len(body)) as stream:
+                reader = stream.body_reader()
+                assert reader is not None
+                buffer = memoryview(bytearray(MIB))
+                assert reader(buffer) == 1000
+                with pytest.raises(ServerUnreachable, match="download interrupted") as caught:
+                    reader(buffer)
+        assert isinstance(caught.value.__cause__, httpcore.ReadTimeout)
+    finally:
+        server.close()

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from shelfsync.client.download_sink import DownloadSink
 from shelfsync.client.errors import ClientError, NotFound
 from shelfsync.client.http import ApiClient
 from shelfsync.client.ignore import PARTIAL_SUFFIX
 from shelfsync.client.paths import resolve_inside
-from shelfsync.client.progress import Reporter
+from shelfsync.client.progress import Reporter, Transfer
 from shelfsync.client.scan import hash_local_file
 from shelfsync.client.state import LocalRecord, PartialDownload, State, SyncedRecord
 from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.content_hash import ContentHasher
 
 __all__ = [
-    "DROP_EVERY_BYTES",
     "RESUMABLE_BYTES",
     "DownloadJob",
     "DownloadOutcome",
@@ -48,25 +48,6 @@ _PIECE = 1024 * 1024
 # Smaller downloads are not worth a state record (two commits): after a crash
 # they simply start over, and the pass sweeps their leftover temporary file.
 RESUMABLE_BYTES = 1024 * 1024
-
-
-# A download hands its pages back to the kernel as it goes: every this many
-# bytes it syncs what it wrote and drops those pages from the page cache, and
-# at the end it drops the whole file. A sync of large files otherwise fills
-# memory with pages nobody is about to read, evicting what the user works with,
-# and every page it takes is memory never touched before: on a VM that costs
-# more CPU than the copy into it (a 1 GiB durable write here: 1.39 s of system
-# CPU into fresh pages, 0.27 s into pages just freed). Dropped pages are reused
-# by the next writes. Measured on the large set end to end: B's CPU 4.0-4.6 ->
-# 3.5-3.8 s.
-DROP_EVERY_BYTES = 32 * 1024 * 1024
-
-
-def _drop_pages(fd: int, offset: int, length: int) -> None:
-    """Drop the range's pages (length 0: to the end); they must be synced,
-    or the kernel keeps them."""
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 class Outcome(enum.Enum):
@@ -261,28 +242,26 @@ class Downloader:
                     raise ClientError(f"unexpected Content-Range {content_range!r} for {job.path}")
                 self._counters.add(resumed_download_bytes=offset)
                 transfer.advance(offset)
-                mode = "r+b"
+                resumed = True
             else:
-                hasher, offset, mode = ContentHasher(), 0, "wb"
-            with open(temp, mode) as fh:
-                fh.seek(offset)
-                fh.truncate()
-                written = dropped = offset
-                for piece in stream.iter_bytes():
-                    self._settings.throttle.take(len(piece))
-                    fh.write(piece)
-                    hasher.update(piece)
-                    written += len(piece)
-                    self._counters.add(downloaded_bytes=len(piece))
-                    transfer.advance(len(piece))
-                    if written - dropped >= DROP_EVERY_BYTES:
-                        fh.flush()
-                        os.fdatasync(fh.fileno())
-                        _drop_pages(fh.fileno(), dropped, written - dropped)
-                        dropped = written
-                fh.flush()
-                os.fsync(fh.fileno())
-                # All of it, with what a resumed download read back to hash.
-                _drop_pages(fh.fileno(), 0, 0)
-        transfer.done(note=f"resumed at {offset} bytes" if mode == "r+b" else "")
+                hasher, offset, resumed = ContentHasher(), 0, False
+            with DownloadSink(temp, offset) as sink:
+                read_into = stream.body_reader()
+                if read_into is not None:
+                    # Straight from the socket into the sink's buffer: no copy.
+                    while got := read_into(space := sink.space()):
+                        self._took(space[:got], hasher, transfer)
+                        sink.filled(got)
+                else:
+                    for piece in stream.iter_bytes():
+                        self._took(piece, hasher, transfer)
+                        sink.write(piece)
+                sink.finish()
+        transfer.done(note=f"resumed at {offset} bytes" if resumed else "")
         return hasher.size == job.size and hasher.hexdigest() == job.content_hash
+
+    def _took(self, piece: bytes | memoryview, hasher: ContentHasher, transfer: Transfer) -> None:
+        self._settings.throttle.take(len(piece))
+        hasher.update(piece)
+        self._counters.add(downloaded_bytes=len(piece))
+        transfer.advance(len(piece))
