@@ -7,7 +7,9 @@ rest with `Range` + `If-Range: "<content_hash>"` (a changed file answers 200
 and starts over). The whole content is verified against its hash, fsynced, given
 the original mtime, and renamed into place only if the local file is still what
 this client expects (checked right before the rename). Otherwise it is a
-conflict and the local file stays: the next round reports it.
+conflict and the local file stays: the next round reports it. The bytes are
+written by download_sink.py; a large download's body comes straight from the
+socket into its buffer where http.py allows it (`DownloadStream.body_reader`).
 """
 
 from __future__ import annotations

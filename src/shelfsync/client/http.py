@@ -8,7 +8,8 @@ creation returns the pending session, chunk PUTs accept the same bytes again).
 One `ApiClient` is shared by the transfer threads: httpx.Client is thread-safe,
 and the access token is renewed under a lock. Large single-file downloads go
 through a second httpx.Client (same retries, tokens and errors) whose
-connections read the socket in pieces of up to 1 MiB. Every connection writes
+connections read the socket in pieces of up to 1 MiB, and whose answers' bodies
+can be read from the socket straight into the caller's buffer. Every connection writes
 request bodies without copying them (`TunedTransport`).
 """
 
