@@ -188,3 +188,9 @@ def test_closing_with_a_view_of_the_buffer_still_alive_raises_nothing(tmp_path: 
         sink.filled(10)
     del held
     assert target.stat().st_size == 0  # not finished: nothing promised
+
+
+def test_a_resumed_download_whose_file_is_gone_is_not_started_afresh(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        DownloadSink(tmp_path / "gone", 3 * MIB)
+    assert not (tmp_path / "gone").exists()

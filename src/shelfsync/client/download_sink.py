@@ -56,11 +56,15 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 class DownloadSink:
-    """The temporary file of one download from `offset` on (cut there). Use as a
-    context manager; `finish` makes the bytes durable."""
+    """The temporary file of one download from `offset` on (cut there; from 0 it
+    is created if need be). Use as a context manager; `finish` makes the bytes
+    durable."""
 
     def __init__(self, path: Path, offset: int) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # A resumed download's file must still be there (FileNotFoundError, not a
+        # new file whose hole would pass for the bytes already hashed).
+        create = os.O_CREAT if offset == 0 else 0
+        self._fd = os.open(path, os.O_WRONLY | create | os.O_CLOEXEC, 0o666)
         try:
             os.ftruncate(self._fd, offset)
             self._direct = self._open_direct(path) if offset % _ALIGN == 0 else None
