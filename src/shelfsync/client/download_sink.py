@@ -20,18 +20,15 @@ still has.
 from __future__ import annotations
 
 import contextlib
-import errno
 import mmap
 import os
 from pathlib import Path
 
+from shelfsync.direct_io import DIRECT_ALIGN, DIRECT_IO, pwrite_direct
+
 __all__ = ["BUFFER_BYTES", "DIRECT_IO", "DROP_EVERY_BYTES", "DownloadSink"]
 
 BUFFER_BYTES = 1024 * 1024
-DIRECT_IO = hasattr(os, "O_DIRECT")
-# Offsets and lengths of direct writes in whole pages (any block device's
-# logical block divides 4096).
-_ALIGN = 4096
 
 # Every this many buffered bytes they are synced and their pages dropped. A sync
 # of large files otherwise fills memory with pages nobody is about to read,
@@ -67,7 +64,7 @@ class DownloadSink:
         self._fd = os.open(path, os.O_WRONLY | create | os.O_CLOEXEC, 0o666)
         try:
             os.ftruncate(self._fd, offset)
-            self._direct = self._open_direct(path) if offset % _ALIGN == 0 else None
+            self._direct = self._open_direct(path) if offset % DIRECT_ALIGN == 0 else None
             self._buffer = mmap.mmap(-1, BUFFER_BYTES)
         except BaseException:
             os.close(self._fd)
@@ -110,40 +107,29 @@ class DownloadSink:
             view = view[take:]
             self.filled(take)
 
-    def _write_out(self) -> None:
+    def _write_out(self, *, direct: bool = True) -> None:
         data = self._view[: self._fill]
-        if self._direct is not None and self._fill % _ALIGN == 0:
-            try:
-                _pwrite_all(self._direct, data, self._offset)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                # The filesystem takes no direct writes after all: buffered from
-                # here on (a partial direct write is simply written again).
-                self._close_direct()
-            else:
-                self._advance()
-                self._clean = self._offset
-                return
-        _pwrite_all(self._fd, data, self._offset)
-        self._advance()
-        if self._offset - self._clean >= DROP_EVERY_BYTES:
+        done = 0
+        if direct and self._direct is not None:
+            done, refused = pwrite_direct(self._direct, data, self._offset)
+            if refused:
+                self._close_direct()  # buffered from here on
+        _pwrite_all(self._fd, data[done:], self._offset + done)
+        buffered = done < self._fill
+        self._offset += self._fill
+        self._fill = 0
+        if not buffered:
+            self._clean = self._offset
+        elif self._offset - self._clean >= DROP_EVERY_BYTES:
             os.fdatasync(self._fd)
             _drop_pages(self._fd, self._clean, self._offset - self._clean)
             self._clean = self._offset
 
-    def _advance(self) -> None:
-        self._offset += self._fill
-        self._fill = 0
-
     def finish(self) -> None:
-        """Write what the buffer holds, fsync the file, drop its pages."""
+        """Write what the buffer holds (a tail of any length: buffered), fsync
+        the file, drop its pages."""
         if self._fill:
-            direct, self._direct = self._direct, None  # a tail of any length: buffered
-            try:
-                self._write_out()
-            finally:
-                self._direct = direct
+            self._write_out(direct=False)
         os.fsync(self._fd)
         # All of it, with what a resumed download read back to hash.
         _drop_pages(self._fd, 0, 0)

@@ -217,7 +217,7 @@ class TunedStream(httpcore.NetworkStream):
             end = probe.find(b"\r\n\r\n")
             data = sock.recv(len(peeked) if end < 0 else end + 4 - len(self._head_tail))
         seen = self._head_tail + data
-        if seen.endswith(b"\r\n\r\n") and end >= 0:
+        if seen.endswith(b"\r\n\r\n"):
             self._in_head, self._head_tail, self.after_head = False, b"", 0
         else:
             self._head_tail = seen[-3:]

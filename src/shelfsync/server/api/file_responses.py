@@ -47,15 +47,11 @@ from fastapi import Response
 from fastapi.responses import FileResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from shelfsync.direct_io import DIRECT_ALIGN, DIRECT_IO
 from shelfsync.server.api.errors import problem_response
 from shelfsync.server.domain.errors import StorageFailure
 from shelfsync.server.domain.ranges import ByteRange
-from shelfsync.server.storage.blobs import (
-    DIRECT_ALIGN,
-    DIRECT_BUFFER_BYTES,
-    DIRECT_BUFFERS,
-    DIRECT_IO,
-)
+from shelfsync.server.storage.blobs import DIRECT_BUFFER_BYTES, DIRECT_BUFFERS
 
 __all__ = [
     "READ_PIECE_BYTES",

@@ -36,14 +36,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from shelfsync.direct_io import DIRECT_ALIGN, DIRECT_IO, pwrite_direct
 from shelfsync.durable import sync_filesystem as _sync_filesystem
 from shelfsync.server.domain.errors import InsufficientStorage, StorageFailure
 
 __all__ = [
-    "DIRECT_ALIGN",
     "DIRECT_BUFFERS",
     "DIRECT_BUFFER_BYTES",
-    "DIRECT_IO",
     "AlignedBuffers",
     "BlobStore",
     "ChunkFile",
@@ -56,11 +55,8 @@ _COPY_STEP = 64 * 1024 * 1024
 _DIGEST_BYTES = 32
 # Buffers per pwritev (the kernel takes at most IOV_MAX, 1024 on Linux).
 _IOV_BATCH = 512
-# Direct I/O (O_DIRECT; Linux and the BSDs, not macOS): offsets and lengths in
-# whole pages (any block device's logical block divides 4096), through
-# page-aligned buffers of DIRECT_BUFFER_BYTES.
-DIRECT_IO = hasattr(os, "O_DIRECT")
-DIRECT_ALIGN = 4096
+# Direct I/O (shelfsync/direct_io.py) goes through page-aligned buffers of
+# DIRECT_BUFFER_BYTES.
 DIRECT_BUFFER_BYTES = 1024 * 1024
 # objects/ab/cd/<hash>: the leaf folder is a name's last 65 characters off, its parent 3 more.
 _FANOUT_LEAF = 65
@@ -210,23 +206,12 @@ class ChunkFile:
         assert self._stage is not None
         assert self._direct is not None
         whole = memoryview(self._stage)
-        refused = False
         try:
-            aligned = self._staged - self._staged % DIRECT_ALIGN
-            done = 0
             with _io_errors():
-                while done < aligned:
-                    try:
-                        n = os.pwrite(self._direct, whole[done:aligned], self.offset + self.written)
-                    except OSError as exc:
-                        if exc.errno != errno.EINVAL:
-                            raise
-                        refused = True
-                        break
-                    self.written += n
-                    done += n
-                    if n % DIRECT_ALIGN:
-                        break  # a short, unaligned direct write: the rest goes buffered
+                done, refused = pwrite_direct(
+                    self._direct, whole[: self._staged], self.offset + self.written
+                )
+            self.written += done
             if done < self._staged:
                 self._write_buffered([whole[done : self._staged]])
         finally:
