@@ -8,6 +8,7 @@ the empty string. `rclone hashsum dropbox FILE` computes the same value.
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -49,7 +50,7 @@ class ContentHasher:
         self.block_digests: list[bytes] = []
         self.size = 0
 
-    def update(self, data: bytes | bytearray | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview | mmap.mmap) -> None:
         view = memoryview(data)
         self.size += len(view)
         while view:

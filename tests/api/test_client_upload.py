@@ -1,4 +1,5 @@
-"""The sync client's Uploader against the real app (in process): block-sized
+"""The sync client's Uploader against the real app (in process, and on a real
+uvicorn server reading chunk bodies straight into aligned buffers): block-sized
 chunks whose Content-Digest is the block digest of the check, and a file edited
 after the check refused by the server and abandoned by the client."""
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shelfsync.client import upload as upload_module
@@ -22,7 +24,9 @@ from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.client.upload import Uploader, UploadJob
 from shelfsync.content_hash import BLOCK_SIZE, hash_file
 from shelfsync.protocol.uploads import UploadSession
+from shelfsync.server.api.http_protocol import BodyPiecesProtocol
 from tests.api.conftest import Account
+from tests.api.live_server import LiveServer
 
 V1 = "/api/v1/sync"
 
@@ -40,15 +44,26 @@ class _InProcess(httpx.BaseTransport):
         return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
-@pytest.fixture
-def api(client: TestClient, alice: Account) -> Iterator[ApiClient]:
+# In process (the chunk read from ASGI messages), and over loopback from
+# `shelfsync serve`'s uvicorn protocol (read straight into the route's aligned
+# buffers, api/http_protocol.py).
+@pytest.fixture(params=["in-process", "live"])
+def api(
+    request: pytest.FixtureRequest, app: FastAPI, client: TestClient, alice: Account
+) -> Iterator[ApiClient]:
     created = client.post(f"{V1}/devices", json={"name": "laptop"}, headers=alice.headers)
     assert created.status_code == 200, created.text
-    with ApiClient(
-        str(client.base_url),
-        device_token=created.json()["token"],
-        transport=_InProcess(client),
-    ) as api:
+    token = created.json()["token"]
+    if request.param == "in-process":
+        with ApiClient(
+            str(client.base_url), device_token=token, transport=_InProcess(client)
+        ) as api:
+            yield api
+        return
+    with (
+        LiveServer(app, BodyPiecesProtocol) as live,
+        ApiClient(live.url, device_token=token) as api,
+    ):
         yield api
 
 

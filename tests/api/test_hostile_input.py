@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -24,13 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shelfsync.content_hash import hash_bytes
+from shelfsync.server.api.http_protocol import BodyPiecesProtocol
 from shelfsync.server.settings import Settings
 from tests.api.conftest import FAST_HASHING
+from tests.api.live_server import LiveServer
 from tests.api.sync_support import SyncDevice, SyncDriver, SyncUser, blob, upsert
 
 V1 = "/api/v1/sync"
@@ -486,49 +486,17 @@ def test_chunk_index_out_of_range_is_400(laptop: SyncDevice, session: Json, inde
 # -- a real server: trickled bodies and oversized headers -----------------------
 
 
-class LiveServer:
-    def __init__(self, app: FastAPI) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_level="error",
-            lifespan="off",
-            timeout_keep_alive=5,
-            h11_max_incomplete_event_size=HEADER_LIMIT,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
 @pytest.fixture
 def slow_settings(settings: Settings) -> Settings:
     return replace(settings, body_idle_timeout_s=2.0)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+# uvicorn's own protocol (the chunk read from ASGI messages), and `shelfsync
+# serve`'s (read straight into the route's buffers, api/http_protocol.py).
+@pytest.mark.parametrize("http", ["auto", BodyPiecesProtocol], ids=["messages", "direct"])
 def test_a_trickled_chunk_times_out_while_others_are_served(
-    tmp_path: Path, database_url: str, slow_settings: Settings
+    tmp_path: Path, database_url: str, slow_settings: Settings, http: Any
 ) -> None:
     from shelfsync.server.app import create_app
     from shelfsync.server.storage.engine import Database
@@ -553,7 +521,7 @@ def test_a_trickled_chunk_times_out_while_others_are_served(
             assert created.status_code == 200, created.text
             upload_id = created.json()["id"]
             chunk_path = f"{V1}/upload/{upload_id}/chunks/0"
-            with LiveServer(app) as live:
+            with LiveServer(app, http, max_header_bytes=HEADER_LIMIT) as live:
                 slow = socket.create_connection(("127.0.0.1", live.port))
                 slow.settimeout(10)
                 slow.sendall(
@@ -591,7 +559,7 @@ def test_a_trickled_chunk_times_out_while_others_are_served(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("size", [HEADER_LIMIT + 1, 1024 * 1024])
 def test_a_real_server_answers_oversized_headers(app: FastAPI, size: int) -> None:
-    with LiveServer(app) as live:
+    with LiveServer(app, max_header_bytes=HEADER_LIMIT) as live:
         conn = socket.create_connection(("127.0.0.1", live.port))
         conn.settimeout(10)
         try:

@@ -127,3 +127,46 @@ def test_staging_buffers_are_reused(store: BlobStore) -> None:
         assert second._stage is stage
     finally:
         second.close()
+
+
+def _aligned(data: bytes) -> blobs.mmap.mmap:
+    buffer = blobs.DIRECT_BUFFERS.take()
+    buffer[:] = data
+    return buffer
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["direct", "refused"])
+def test_whole_aligned_buffers_are_written_from_where_they_are(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch, refuse: bool
+) -> None:
+    """The chunk route's receive buffers (whole DIRECT_BUFFERS) go to disk
+    without a copy into the stage when they start at a stage boundary, and
+    through the stage when they do not; either way, and when the direct write
+    is refused, every byte lands in order."""
+    if refuse:
+        real_pwrite = os.pwrite
+
+        def refuse_direct(fd: int, data: memoryview, offset: int) -> int:
+            if opened_direct(fd):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(blobs.os, "pwrite", refuse_direct)
+    data = random.Random(10).randbytes(6 * MIB + 100)
+    store.create_session_file(SESSION, len(data))
+    chunk = store.open_chunk(SESSION, 0)
+    try:
+        chunk.write_pieces([_aligned(data[:MIB])])
+        assert chunk._staged == 0  # written from the buffer itself
+        chunk.write_pieces([_aligned(data[MIB : 2 * MIB])])
+        chunk.write_pieces([data[2 * MIB : 2 * MIB + 100]])
+        # Off a stage boundary now: this one is staged like any piece.
+        chunk.write_pieces([_aligned(data[2 * MIB + 100 : 3 * MIB + 100])])
+        chunk.write_pieces([data[3 * MIB + 100 : 4 * MIB]])
+        chunk.write_pieces([_aligned(data[4 * MIB : 5 * MIB])])
+        chunk.write_pieces([_aligned(data[5 * MIB : 6 * MIB]), data[6 * MIB :]])
+        chunk.sync()
+    finally:
+        chunk.close()
+    assert store.direct_io is not refuse
+    assert store.session_path(SESSION).read_bytes() == data

@@ -13,7 +13,8 @@
 - A body that stalls (no bytes for `body_idle_timeout_s`) → 408: a client that
   trickles cannot hold a request (or a chunk claim) forever. The wait applies
   only while the body is incomplete; once it has ended, `receive` waits for a
-  disconnect as long as it likes (long-polls rely on that).
+  disconnect as long as it likes (long-polls rely on that). A body read
+  straight into the app's buffer (api/body_reader.py) has the same timeout.
 
 Pure ASGI (not BaseHTTPMiddleware) so streamed bodies pass through untouched.
 """
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shelfsync.server.api.body_reader import BODY_READER, BodyReader, direct_body
 from shelfsync.server.api.errors import problem_response
 
 __all__ = ["BATCH_UPLOAD_PATH", "CHUNK_PATH", "RequestLimits", "RequestLimitsMiddleware"]
@@ -84,6 +86,16 @@ class RequestLimitsMiddleware:
                 response = self._too_large(limit)
                 await response(scope, receive, send)
                 return
+        reader = direct_body(scope)
+        if reader is not None:
+            # Read past `receive`: the same idle timeout per read, and only
+            # where no size limit is counted on `receive` (chunk PUTs).
+            extensions = dict(scope["extensions"])
+            if bounded:
+                del extensions[BODY_READER]
+            else:
+                extensions[BODY_READER] = _TimedBodyReader(reader, self.limits.body_idle_timeout_s)
+            scope = {**scope, "extensions": extensions}
         await self.app(scope, self._receiver(receive, bounded=bounded, limit=limit), send)
 
     def _too_large(self, limit: int) -> JSONResponse:
@@ -127,6 +139,28 @@ class RequestLimitsMiddleware:
             return message
 
         return wrapped
+
+
+class _TimedBodyReader:
+    """A direct body reader (api/body_reader.py) that answers 408 when the body
+    stalls, as `receive` does."""
+
+    __slots__ = ("_reader", "_timeout_s")
+
+    def __init__(self, reader: BodyReader, timeout_s: float) -> None:
+        self._reader = reader
+        self._timeout_s = timeout_s
+
+    async def read_into(self, view: memoryview, *, idle_timeout_s: float | None = None) -> int:
+        timeout_s = (
+            self._timeout_s if idle_timeout_s is None else min(idle_timeout_s, self._timeout_s)
+        )
+        try:
+            return await self._reader.read_into(view, idle_timeout_s=timeout_s)
+        except TimeoutError as exc:
+            raise HTTPException(
+                408, f"no request body bytes for {timeout_s:g} s", headers=_CLOSE
+            ) from exc
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -144,11 +144,15 @@ class AlignedBuffers:
             if len(self._free) < self._keep:
                 self._free.append(buffer)
                 return
-        buffer.close()
+        # A view of it may still be alive (in a traceback's frame, say): then
+        # it is freed with that view.
+        with contextlib.suppress(BufferError):
+            buffer.close()
 
 
-# Shared by the chunk writes here and the direct reads of downloads.
-DIRECT_BUFFERS = AlignedBuffers(DIRECT_BUFFER_BYTES, keep=8)
+# Shared by the chunk writes here, the receive buffers of chunk PUTs (two per
+# chunk in flight, api/routes/upload.py) and the direct reads of downloads.
+DIRECT_BUFFERS = AlignedBuffers(DIRECT_BUFFER_BYTES, keep=16)
 
 
 class ChunkFile:
@@ -183,7 +187,22 @@ class ChunkFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.write_pieces([data])
 
-    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview | mmap.mmap]) -> None:
+        """Write the pieces in order. A whole aligned buffer (one of
+        DIRECT_BUFFERS, an `mmap`) arriving at a stage boundary is written
+        from where it is, not copied into the stage first."""
+        if (
+            len(pieces) == 1
+            and self._stage is not None
+            and not self._staged
+            and type(pieces[0]) is mmap.mmap
+            and len(pieces[0]) == DIRECT_BUFFER_BYTES
+        ):
+            with memoryview(pieces[0]) as whole:
+                refused = self._write_direct(whole)
+            if refused:
+                self._refused()
+            return
         views = [memoryview(p).cast("B") for p in pieces if len(p)]
         first = 0
         while first < len(views) and self._stage is not None:
@@ -204,25 +223,30 @@ class ChunkFile:
         """Write what is staged: its aligned part directly, the rest (only at
         the end of a file) through the page cache."""
         assert self._stage is not None
-        assert self._direct is not None
-        whole = memoryview(self._stage)
-        try:
-            with _io_errors():
-                done, refused = pwrite_direct(
-                    self._direct, whole[: self._staged], self.offset + self.written
-                )
-            self.written += done
-            if done < self._staged:
-                self._write_buffered([whole[done : self._staged]])
-        finally:
-            whole.release()
+        with memoryview(self._stage) as whole:
+            refused = self._write_direct(whole[: self._staged])
         self._staged = 0
         if refused:
-            # The file system takes no direct writes after all: this chunk's
-            # rest and every later chunk go through the page cache.
-            if self._store is not None:
-                self._store.direct_io = False
-            self._release_direct()
+            self._refused()
+
+    def _write_direct(self, data: memoryview) -> bool:
+        """Write `data` (page-aligned memory): its aligned part directly, the
+        rest (only at the end of a file) through the page cache. True when the
+        file system refused the direct write."""
+        assert self._direct is not None
+        with _io_errors():
+            done, refused = pwrite_direct(self._direct, data, self.offset + self.written)
+        self.written += done
+        if done < len(data):
+            self._write_buffered([data[done:]])
+        return refused
+
+    def _refused(self) -> None:
+        """The file system takes no direct writes after all: this chunk's rest
+        and every later chunk go through the page cache."""
+        if self._store is not None:
+            self._store.direct_io = False
+        self._release_direct()
 
     def _write_buffered(self, views: list[memoryview]) -> None:
         """Write these buffers one after the other: one pwritev per up to

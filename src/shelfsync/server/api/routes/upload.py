@@ -8,10 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from shelfsync.protocol.uploads import ChunkReceipt, UploadComplete, UploadCreate, UploadSession
+from shelfsync.server.api.body_reader import BodyReader, direct_body
 from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
 from shelfsync.server.api.responses import problems
 from shelfsync.server.api.wire import report_result_out, upload_out, utc
 from shelfsync.server.domain.errors import InvalidInput
+from shelfsync.server.services.uploads import ChunkReceipt as ReceiptOut
+from shelfsync.server.services.uploads import ChunkReceiver
+from shelfsync.server.storage.blobs import DIRECT_BUFFERS
 
 __all__ = ["router"]
 
@@ -123,6 +127,53 @@ async def put_chunk(
         content_length=content_length,
         content_digest=content_digest,
     )
+    reader = direct_body(request.scope)
+    if reader is not None and content_length == receiver.expected:
+        receipt = await _receive_into_buffers(reader, receiver)
+    else:
+        receipt = await _receive_pieces(request, receiver)
+    return ChunkReceipt(
+        index=receipt.index,
+        size=receipt.size,
+        received_count=receipt.received_count,
+        chunk_count=receipt.chunk_count,
+    )
+
+
+async def _receive_into_buffers(reader: BodyReader, receiver: ChunkReceiver) -> ReceiptOut:
+    """The body read from the socket into two aligned buffers in turn: while a
+    worker thread hashes and writes one (from where it is), the other fills.
+    The last goes with `finish`: sync and record in the same hop."""
+    buffers = [DIRECT_BUFFERS.take(), DIRECT_BUFFERS.take()]
+    feeding: asyncio.Future[None] | None = None
+    try:
+        taken, turn = 0, 0
+        while True:
+            buffer = buffers[turn]
+            with memoryview(buffer) as view:
+                n = await reader.read_into(view)
+            taken += n
+            if feeding is not None:
+                await feeding
+                feeding = None
+            if n < len(buffer) or taken >= receiver.expected:
+                # A short last buffer goes as a copy: no view of it may
+                # outlive the thread's call (the buffer is reused, or closed).
+                last = [buffer] if n == len(buffer) else [buffer[:n]]
+                return await asyncio.to_thread(receiver.finish, last)
+            feeding = asyncio.ensure_future(asyncio.to_thread(receiver.feed_pieces, [buffer]))
+            turn ^= 1
+    except BaseException:
+        await _abort(receiver, feeding)
+        raise
+    finally:
+        if feeding is None or feeding.done():
+            for buffer in buffers:
+                DIRECT_BUFFERS.give(buffer)
+
+
+async def _receive_pieces(request: Request, receiver: ChunkReceiver) -> ReceiptOut:
+    """The body as the server's messages bring it (any ASGI server)."""
     # While a worker thread hashes and writes one block's pieces, the next block
     # is received (at most one feed in flight per chunk, in order). The last
     # pieces go with `finish`: sync and record in the same hop.
@@ -144,21 +195,19 @@ async def put_chunk(
                 pieces, gathered = [], 0
         if feeding is not None:
             await feeding
-        receipt = await asyncio.to_thread(receiver.finish, pieces)
+        return await asyncio.to_thread(receiver.finish, pieces)
     except BaseException:
-        if feeding is not None:
-            # The thread must be done with the file before it is closed.
-            await asyncio.wait([feeding])
-            if not feeding.cancelled():
-                feeding.exception()  # retrieved: it is the one raised, or moot
-        await asyncio.to_thread(receiver.abort)
+        await _abort(receiver, feeding)
         raise
-    return ChunkReceipt(
-        index=receipt.index,
-        size=receipt.size,
-        received_count=receipt.received_count,
-        chunk_count=receipt.chunk_count,
-    )
+
+
+async def _abort(receiver: ChunkReceiver, feeding: asyncio.Future[None] | None) -> None:
+    if feeding is not None:
+        # The thread must be done with the file (and its buffer) before either goes.
+        await asyncio.wait([feeding])
+        if not feeding.cancelled():
+            feeding.exception()  # retrieved: it is the one raised, or moot
+    await asyncio.to_thread(receiver.abort)
 
 
 @router.post(

@@ -1,0 +1,266 @@
+"""api/http_protocol.py's DirectBody: a body read from the socket straight into
+the app's buffer, over a real uvicorn (uvloop) server on loopback.
+
+The connection must come back to uvicorn exactly at the next request's first
+byte (keep-alive, pipelining), close when a body was left half read, and
+report a client that goes or stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import uvicorn
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from shelfsync.server.api.body_reader import direct_body
+from shelfsync.server.api.http_protocol import BodyPiecesProtocol
+
+EVENTS: list[str] = []
+
+
+async def answer(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_direct(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the body with the direct reader into buffers of `?buf=` bytes (at
+    most `?stop=` bytes of it) and answers `direct <sha256> <size> <after>`,
+    where <after> is what `receive` says once the body is all read; without a
+    reader, `receive <sha256> <size>`."""
+    assert scope["type"] == "http"
+    query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    reader = direct_body(scope)
+    digest = hashlib.sha256()
+    size = 0
+    if reader is None:
+        while True:
+            message = await receive()
+            digest.update(message.get("body", b""))
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await answer(send, 200, f"receive {digest.hexdigest()} {size}")
+        return
+    buffer = bytearray(int(query.get("buf", "65536")))
+    stop = int(query.get("stop", "-1"))
+    idle = float(query["idle"]) if "idle" in query else None
+    try:
+        while True:
+            with memoryview(buffer) as view:
+                n = await reader.read_into(view, idle_timeout_s=idle)
+            digest.update(buffer[:n])
+            size += n
+            if n < len(buffer) or 0 <= stop <= size:
+                break
+    except ClientDisconnect:
+        EVENTS.append(f"disconnect after {size}")
+        return
+    except TimeoutError:
+        await answer(send, 408, f"stalled after {size}")
+        return
+    after = "-"
+    if stop < 0:
+        message = await receive()
+        after = f"{message['type']}:{len(message.get('body', b''))}:{message.get('more_body')}"
+    await answer(send, 200, f"direct {digest.hexdigest()} {size} {after}")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        read_direct, http=BodyPiecesProtocol, log_level="error", lifespan="off", loop="uvloop"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield "127.0.0.1", sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def url(server: tuple[str, int]) -> str:
+    return f"http://{server[0]}:{server[1]}"
+
+
+def done(data: bytes) -> str:
+    return f"direct {hashlib.sha256(data).hexdigest()} {len(data)} http.request:0:False"
+
+
+def request(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: t", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Responses:
+    """Responses read off a raw socket, one after the other."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.file = sock.makefile("rb")
+
+    def next(self) -> tuple[int, str]:
+        status_line = self.file.readline()
+        if not status_line:
+            raise EOFError
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, self.file.read(length).decode()
+
+
+@pytest.mark.parametrize(
+    ("size", "buf"),
+    [(1, 4096), (65_537, 4096), (1024 * 1024, 1024 * 1024), (5 * 1024 * 1024 + 3, 1024 * 1024)],
+)
+def test_bodies_arrive_whole_into_the_apps_buffers(
+    server: tuple[str, int], size: int, buf: int
+) -> None:
+    data = random.Random(size).randbytes(size)
+    with httpx.Client(base_url=url(server)) as client:
+        for _ in range(3):  # on one connection: each time handed back intact
+            assert client.post(f"/?buf={buf}", content=data).text == done(data)
+
+
+def test_a_trickled_body_arrives_whole(server: tuple[str, int]) -> None:
+    pieces = [random.Random(i).randbytes(1 + i * 997 % 70_000) for i in range(40)]
+    data = b"".join(pieces)
+
+    def trickle() -> Iterator[bytes]:
+        for i, piece in enumerate(pieces):
+            if i % 5 == 0:
+                time.sleep(0.01)
+            yield piece
+
+    with httpx.Client(base_url=url(server)) as client:
+        sent = client.post(
+            "/?buf=100000", content=trickle(), headers={"content-length": str(len(data))}
+        )
+        assert sent.text == done(data)
+        assert client.post("/?buf=7", content=b"again").text == done(b"again")
+
+
+def test_pipelined_requests_after_a_body_read_directly(server: tuple[str, int]) -> None:
+    first = random.Random(1).randbytes(3 * 1024 * 1024 + 11)
+    second = random.Random(2).randbytes(70_000)
+    with socket.create_connection(server) as sock:
+        # Both requests in one go: the second starts right where the first body ends.
+        sock.sendall(
+            request("/?buf=65536", first) + request("/?buf=4096", second) + request("/", b"x")
+        )
+        responses = Responses(sock)
+        assert responses.next() == (200, done(first))
+        assert responses.next() == (200, done(second))
+        assert responses.next() == (200, done(b"x"))
+
+
+def test_a_body_answered_half_read_is_dropped_and_the_connection_goes_on(
+    server: tuple[str, int],
+) -> None:
+    data = random.Random(3).randbytes(4 * 1024 * 1024)
+    with socket.create_connection(server) as sock:
+        responses = Responses(sock)
+        for _ in range(2):
+            sock.sendall(request("/?buf=65536&stop=1048576", data))
+            status, text = responses.next()
+            assert status == 200
+            assert text.endswith(" 1048576 -")
+        # The rest of each body was read and dropped, not taken for a request.
+        sock.sendall(request("/", b"next"))
+        assert responses.next() == (200, done(b"next"))
+
+
+def test_a_client_that_goes_mid_body_is_reported(server: tuple[str, int]) -> None:
+    EVENTS.clear()
+    data = random.Random(4).randbytes(2 * 1024 * 1024)
+    with socket.create_connection(server) as sock:
+        sock.sendall(request("/?buf=65536", data)[: 1024 * 1024])
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while not EVENTS:
+        assert time.monotonic() < deadline, "the app never heard of the disconnect"
+        time.sleep(0.01)
+    assert EVENTS[0].startswith("disconnect after ")
+    assert int(EVENTS[0].rsplit(" ", 1)[1]) < len(data)
+
+
+def test_a_stalled_body_times_out(server: tuple[str, int]) -> None:
+    data = b"y" * 200_000
+    with socket.create_connection(server) as sock:
+        sock.sendall(request("/?buf=65536&idle=0.3", data)[:100_000])
+        status, text = Responses(sock).next()
+    assert status == 408
+    assert text.startswith("stalled after ")
+
+
+def test_a_body_that_keeps_coming_slowly_is_not_cut(server: tuple[str, int]) -> None:
+    # Each byte within the idle timeout of the one before: no 408, though the
+    # whole buffer takes longer than the timeout to fill.
+    data = b"z" * 12
+    with socket.create_connection(server) as sock:
+        message = request("/?buf=65536&idle=0.5", data)
+        head = len(message) - len(data)
+        sock.sendall(message[:head])
+        for i in range(len(data)):
+            time.sleep(0.1)
+            sock.sendall(message[head + i : head + i + 1])
+        assert Responses(sock).next() == (200, done(data))
+
+
+def test_expect_100_continue_is_answered_before_the_body(server: tuple[str, int]) -> None:
+    data = random.Random(5).randbytes(300_000)
+    with socket.create_connection(server) as sock:
+        message = request("/?buf=65536", data, "Expect: 100-continue")
+        sock.sendall(message[: len(message) - len(data)])
+        sock.settimeout(10)
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(data)
+        assert Responses(sock).next() == (200, done(data))
+
+
+def test_a_chunked_body_is_offered_no_reader(server: tuple[str, int]) -> None:
+    data = random.Random(6).randbytes(200_000)
+    with httpx.Client(base_url=url(server)) as client:
+        sent = client.post("/", content=iter([data[:1000], data[1000:]]))
+    assert sent.text == f"receive {hashlib.sha256(data).hexdigest()} {len(data)}"
+
+
+def test_readers_on_many_connections_at_once(server: tuple[str, int]) -> None:
+    bodies = [random.Random(10 + i).randbytes(2 * 1024 * 1024 + i) for i in range(6)]
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient(base_url=url(server)) as client:
+            sent = await asyncio.gather(
+                *(client.post("/?buf=1048576", content=body) for body in bodies)
+            )
+        return [r.text for r in sent]
+
+    assert asyncio.run(main()) == [done(body) for body in bodies]
