@@ -1,25 +1,35 @@
 """The app on a real uvicorn server on loopback, in a thread (its lifespan is
-the TestClient's)."""
+the TestClient's), and a body that trickles in to send it."""
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class LiveServer:
-    def __init__(self, app: FastAPI, http: Any = "auto", *, max_header_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        http: Any = "auto",
+        *,
+        max_header_bytes: int = 65536,
+        loop: str = "auto",
+    ) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         config = uvicorn.Config(
             app,
             http=http,
+            loop=loop,  # type: ignore[arg-type]
             log_level="error",
             lifespan="off",
             timeout_keep_alive=5,
@@ -46,3 +56,17 @@ class LiveServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def trickled_body(pause_every: int) -> tuple[bytes, Iterator[bytes]]:
+    """A body of many small pieces with a pause before every `pause_every`-th:
+    some arrive while the app waits, some pile up behind it."""
+    pieces = [random.Random(i).randbytes(1 + i * 997 % 70_000) for i in range(40)]
+
+    def trickle() -> Iterator[bytes]:
+        for i, piece in enumerate(pieces):
+            if i % pause_every == 0:
+                time.sleep(0.01)
+            yield piece
+
+    return b"".join(pieces), trickle()

@@ -11,19 +11,18 @@ import asyncio
 import hashlib
 import random
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
-import uvicorn
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from shelfsync.server.api.body_reader import direct_body
 from shelfsync.server.api.http_protocol import BodyPiecesProtocol
+from tests.api.live_server import LiveServer, trickled_body
 
 EVENTS: list[str] = []
 
@@ -83,26 +82,12 @@ async def read_direct(scope: Scope, receive: Receive, send: Send) -> None:
     await answer(send, 200, f"direct {digest.hexdigest()} {size} {after}")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, int]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        read_direct, http=BodyPiecesProtocol, log_level="error", lifespan="off", loop="uvloop"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield "127.0.0.1", sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+# The swap of protocols is the transport's: uvloop's (the server's default
+# loop) and asyncio's own.
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    with LiveServer(read_direct, BodyPiecesProtocol, loop=request.param) as live:
+        yield "127.0.0.1", live.port
 
 
 def url(server: tuple[str, int]) -> str:
@@ -151,19 +136,9 @@ def test_bodies_arrive_whole_into_the_apps_buffers(
 
 
 def test_a_trickled_body_arrives_whole(server: tuple[str, int]) -> None:
-    pieces = [random.Random(i).randbytes(1 + i * 997 % 70_000) for i in range(40)]
-    data = b"".join(pieces)
-
-    def trickle() -> Iterator[bytes]:
-        for i, piece in enumerate(pieces):
-            if i % 5 == 0:
-                time.sleep(0.01)
-            yield piece
-
+    data, body = trickled_body(pause_every=5)
     with httpx.Client(base_url=url(server)) as client:
-        sent = client.post(
-            "/?buf=100000", content=trickle(), headers={"content-length": str(len(data))}
-        )
+        sent = client.post("/?buf=100000", content=body, headers={"content-length": str(len(data))})
         assert sent.text == done(data)
         assert client.post("/?buf=7", content=b"again").text == done(b"again")
 

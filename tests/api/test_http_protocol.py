@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from shelfsync.server.api.http_protocol import BodyPiecesProtocol, _BodyPieces
+from tests.api.live_server import LiveServer, trickled_body
 
 
 def test_one_piece_is_handed_over_as_it_is() -> None:
@@ -64,22 +61,8 @@ async def echo_digest(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(echo_digest, http=BodyPiecesProtocol, log_level="error", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with LiveServer(echo_digest, BodyPiecesProtocol) as live:
+        yield live.url
 
 
 def expected(data: bytes) -> str:
@@ -96,16 +79,7 @@ def test_bodies_arrive_whole_over_a_real_socket(server_url: str, size: int) -> N
 
 
 def test_a_trickled_body_arrives_whole(server_url: str) -> None:
-    # Many small pieces, some while the app waits, some piling up behind it.
-    pieces = [random.Random(i).randbytes(1 + i * 997 % 70_000) for i in range(40)]
-    data = b"".join(pieces)
-
-    def trickle() -> Iterator[bytes]:
-        for i, piece in enumerate(pieces):
-            if i % 7 == 0:
-                time.sleep(0.01)
-            yield piece
-
+    data, body = trickled_body(pause_every=7)
     with httpx.Client(base_url=server_url) as client:
-        answer = client.post("/", content=trickle(), headers={"content-length": str(len(data))})
+        answer = client.post("/", content=body, headers={"content-length": str(len(data))})
     assert answer.text == expected(data)

@@ -211,6 +211,8 @@ class _BodyInto(asyncio.BufferedProtocol):
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._transport.resume_reading()
         try:
+            # The idle timeout is checked when it runs out: a body that stops
+            # is cut between one and two timeouts after its last byte.
             while True:
                 arrived = self._arrived
                 try:
