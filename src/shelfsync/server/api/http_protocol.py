@@ -158,15 +158,10 @@ class DirectBody:
         if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
             cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             cycle.waiting_for_100_continue = False
-        done = 0
+        # Every piece the parser gave is in a _BodyPieces (on_body); an empty
+        # bytearray is uvicorn's fresh body.
         body = cycle.body
-        if body:
-            if isinstance(body, _BodyPieces):
-                done = body.take_into(view)
-            else:  # a bytearray
-                done = min(len(body), len(view))
-                view[:done] = body[:done]
-                del body[:done]
+        done = body.take_into(view) if isinstance(body, _BodyPieces) else 0
         while done < len(view) and self.taken + done < self.length:
             if cycle.disconnected or cycle.response_complete:
                 raise ClientDisconnect
@@ -183,7 +178,7 @@ class DirectBody:
         remaining = self.length - self.parsed
         if protocol._parsing is not self or not cycle.more_body or remaining <= 0:
             return False
-        self._into = protocol._direct = _BodyInto(protocol, self, remaining)
+        self._into = protocol._direct = _BodyInto(protocol, remaining)
         protocol.flow.pause_reading()
         protocol.transport.set_protocol(self._into)
         return True
@@ -192,14 +187,12 @@ class DirectBody:
 class _BodyInto(asyncio.BufferedProtocol):
     """The connection's protocol while a body is read into the app's buffer."""
 
-    def __init__(self, owner: BodyPiecesProtocol, body: DirectBody, remaining: int) -> None:
+    def __init__(self, owner: BodyPiecesProtocol, remaining: int) -> None:
         self._owner = owner
-        self._body = body
         self._transport = owner.transport
         self.remaining = remaining
         self._view: memoryview | None = None
         self._filled = 0
-        self._arrived = 0
         self._waiter: asyncio.Future[None] | None = None
         self._lost = False
         self._then: Callable[[], None] | None = None
@@ -214,13 +207,13 @@ class _BodyInto(asyncio.BufferedProtocol):
             # The idle timeout is checked when it runs out: a body that stops
             # is cut between one and two timeouts after its last byte.
             while True:
-                arrived = self._arrived
+                remaining = self.remaining
                 try:
                     async with asyncio.timeout(idle_timeout_s):
                         await asyncio.shield(waiter)
                     break
                 except TimeoutError:
-                    if self._arrived == arrived:
+                    if self.remaining == remaining:  # nothing came meanwhile
                         raise
         finally:
             if not waiter.done():
@@ -240,36 +233,30 @@ class _BodyInto(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         assert view is not None  # reading is paused while there is none
-        if self._then is not None:  # discarding: the scratch buffer over and over
-            self._filled = 0
+        # Discarding, `_filled` stays 0: the scratch buffer over and over.
         return view[self._filled : self._filled + min(len(view) - self._filled, self.remaining)]
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self._view is not None
-        if self._then is not None:
-            self.remaining -= nbytes
-            if self.remaining == 0:
-                self._transport.pause_reading()
-                self._give_back()
-                self._then()
-            return
-        self._filled += nbytes
-        self._arrived += nbytes
         self.remaining -= nbytes
+        if self._then is None:
+            self._filled += nbytes
         if self.remaining == 0:
             self._transport.pause_reading()
             self._give_back()
-        elif self._filled == len(self._view):
-            self._transport.pause_reading()
-        else:
+            if self._then is not None:
+                self._then()
+                return
+        elif self._then is not None or self._filled < len(self._view):
             return
+        else:
+            self._transport.pause_reading()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def _give_back(self) -> None:
         """The body is in: the connection is uvicorn's again, at a message boundary."""
-        owner, body = self._owner, self._body
-        body.parsed = body.length
+        owner = self._owner
         owner._direct = None
         self._transport.set_protocol(owner)
         owner.parser = httptools.HttpRequestParser(owner)

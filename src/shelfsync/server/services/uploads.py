@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import mmap
 import re
 import time
 import uuid
@@ -73,7 +72,7 @@ from shelfsync.server.services.report import (
     ReportService,
     ReportStatus,
 )
-from shelfsync.server.storage.blobs import BlobStore, ChunkFile
+from shelfsync.server.storage.blobs import BlobStore, BodyPiece, ChunkFile
 from shelfsync.server.storage.contents import ContentRepository
 from shelfsync.server.storage.devices import DeviceRepository
 from shelfsync.server.storage.engine import Database
@@ -81,10 +80,6 @@ from shelfsync.server.storage.job_locks import Job, exclusive_job
 from shelfsync.server.storage.uploads import UploadRepository
 
 __all__ = ["ChunkReceipt", "ChunkReceiver", "UploadLimits", "UploadService"]
-
-# A piece of a chunk's body; an mmap is one of storage's aligned buffers,
-# written from where it is (storage/blobs.py, ChunkFile.write_pieces).
-Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 # A claim not refreshed for this long belongs to a request that died (a crash,
 # a lost client); a live request refreshes its claim every _CLAIM_REFRESH_S.
@@ -179,7 +174,7 @@ class ChunkReceiver:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self.feed_pieces([data])
 
-    def feed_pieces(self, pieces: Sequence[Buffer]) -> None:
+    def feed_pieces(self, pieces: Sequence[BodyPiece]) -> None:
         """The next pieces of the body, in order: hashed in place, written with
         one vectored write (hashlib and the write release the GIL)."""
         if self._claim is not None and time.monotonic() - self._refreshed > _CLAIM_REFRESH_S:
@@ -195,7 +190,7 @@ class ChunkReceiver:
         if self._file is not None:
             self._file.write_pieces(pieces)
 
-    def finish(self, last: Sequence[Buffer] = ()) -> ChunkReceipt:
+    def finish(self, last: Sequence[BodyPiece] = ()) -> ChunkReceipt:
         """Take the body's `last` pieces, then check, sync and record the chunk
         (one worker-thread hop for the end of a chunk)."""
         if last:

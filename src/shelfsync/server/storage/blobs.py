@@ -45,6 +45,7 @@ __all__ = [
     "DIRECT_BUFFER_BYTES",
     "AlignedBuffers",
     "BlobStore",
+    "BodyPiece",
     "ChunkFile",
     "StagedFile",
 ]
@@ -150,6 +151,10 @@ class AlignedBuffers:
             buffer.close()
 
 
+# A piece of a chunk's body; an mmap is one of DIRECT_BUFFERS, written from
+# where it is (ChunkFile.write_pieces).
+BodyPiece = bytes | bytearray | memoryview | mmap.mmap
+
 # Shared by the chunk writes here, the receive buffers of chunk PUTs (two per
 # chunk in flight, api/routes/upload.py) and the direct reads of downloads.
 DIRECT_BUFFERS = AlignedBuffers(DIRECT_BUFFER_BYTES, keep=16)
@@ -187,7 +192,7 @@ class ChunkFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.write_pieces([data])
 
-    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview | mmap.mmap]) -> None:
+    def write_pieces(self, pieces: Sequence[BodyPiece]) -> None:
         """Write the pieces in order. A whole aligned buffer (one of
         DIRECT_BUFFERS, an `mmap`) arriving at a stage boundary is written
         from where it is, not copied into the stage first."""
