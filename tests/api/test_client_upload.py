@@ -24,7 +24,7 @@ from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.client.upload import Uploader, UploadJob
 from shelfsync.content_hash import BLOCK_SIZE, hash_file
 from shelfsync.protocol.uploads import UploadSession
-from shelfsync.server.api.http_protocol import BodyPiecesProtocol
+from shelfsync.server.api.http_protocol import BODY_THREADS, BodyPiecesProtocol
 from tests.api.conftest import Account
 from tests.api.live_server import LiveServer
 
@@ -44,10 +44,11 @@ class _InProcess(httpx.BaseTransport):
         return httpx.Response(response.status_code, headers=response.headers, content=body)
 
 
-# In process (the chunk read from ASGI messages), and over loopback from
-# `shelfsync serve`'s uvicorn protocol (read straight into the route's aligned
-# buffers, api/http_protocol.py).
-@pytest.fixture(params=["in-process", "live"])
+# In process (the chunk read from ASGI messages), over loopback from `shelfsync
+# serve`'s uvicorn protocol (read by a body thread straight into the route's
+# aligned buffers, api/http_protocol.py), and the same with every body thread
+# taken (the route falls back to ASGI messages).
+@pytest.fixture(params=["in-process", "live", "live-threads-taken"])
 def api(
     request: pytest.FixtureRequest, app: FastAPI, client: TestClient, alice: Account
 ) -> Iterator[ApiClient]:
@@ -60,11 +61,19 @@ def api(
         ) as api:
             yield api
         return
-    with (
-        LiveServer(app, BodyPiecesProtocol) as live,
-        ApiClient(live.url, device_token=token) as api,
-    ):
-        yield api
+    claimed = 0
+    if request.param == "live-threads-taken":
+        while BODY_THREADS.claim():
+            claimed += 1
+    try:
+        with (
+            LiveServer(app, BodyPiecesProtocol) as live,
+            ApiClient(live.url, device_token=token) as api,
+        ):
+            yield api
+    finally:
+        for _ in range(claimed):
+            BODY_THREADS.release()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
-"""api/http_protocol.py's DirectBody: a body read from the socket straight into
-the app's buffer, over a real uvicorn (uvloop) server on loopback.
+"""api/http_protocol.py's DirectBody: a body read by a body thread from the socket
+straight into the app's buffer, over a real uvicorn server on loopback (uvloop
+and asyncio's own loop).
 
 The connection must come back to uvicorn exactly at the next request's first
-byte (keep-alive, pipelining), close when a body was left half read, and
-report a client that goes or stalls."""
+byte (keep-alive, pipelining), drop the rest of a body left half read, report
+a client that goes or stalls, end the thread's read when the request is
+cancelled, and leave the body to `receive` when every body thread is taken."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import asyncio
 import hashlib
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs
@@ -20,8 +23,8 @@ import pytest
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from shelfsync.server.api.body_reader import direct_body
-from shelfsync.server.api.http_protocol import BodyPiecesProtocol
+from shelfsync.server.api.body_reader import ReadBody, ReadersBusy, direct_body
+from shelfsync.server.api.http_protocol import BODY_THREADS, BodyPiecesProtocol
 from tests.api.live_server import LiveServer, trickled_body
 
 EVENTS: list[str] = []
@@ -40,41 +43,62 @@ async def answer(send: Send, status: int, text: str) -> None:
 
 
 async def read_direct(scope: Scope, receive: Receive, send: Send) -> None:
-    """Reads the body with the direct reader into buffers of `?buf=` bytes (at
-    most `?stop=` bytes of it) and answers `direct <sha256> <size> <after>`,
-    where <after> is what `receive` says once the body is all read; without a
-    reader, `receive <sha256> <size>`."""
+    """Reads the body in a body thread into buffers of `?buf=` bytes (at most
+    `?stop=` bytes of it) and answers `direct <sha256> <size> <after>`, where
+    <after> is what `receive` says once the body is all read; without a
+    reader, `receive <sha256> <size>`, and with every body thread taken
+    `busy, by receive <sha256> <size>`. `?idle=` is the idle timeout (408),
+    `?cancel=` cancels the read after that many seconds."""
     assert scope["type"] == "http"
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
     reader = direct_body(scope)
     digest = hashlib.sha256()
-    size = 0
-    if reader is None:
+
+    async def by_receive(label: str) -> None:
+        size = 0
         while True:
             message = await receive()
             digest.update(message.get("body", b""))
             size += len(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        await answer(send, 200, f"receive {digest.hexdigest()} {size}")
+        await answer(send, 200, f"{label} {digest.hexdigest()} {size}")
+
+    if reader is None:
+        await by_receive("receive")
         return
     buffer = bytearray(int(query.get("buf", "65536")))
     stop = int(query.get("stop", "-1"))
     idle = float(query["idle"]) if "idle" in query else None
-    try:
+    cancel_s = float(query["cancel"]) if "cancel" in query else None
+    sizes = [0]
+
+    def work(read: ReadBody) -> None:
+        assert threading.current_thread().name.startswith("body")
         while True:
             with memoryview(buffer) as view:
-                n = await reader.read_into(view, idle_timeout_s=idle)
+                n = read(view)
             digest.update(buffer[:n])
-            size += n
-            if n < len(buffer) or 0 <= stop <= size:
+            sizes[0] += n
+            if n < len(buffer) or 0 <= stop <= sizes[0]:
                 break
+
+    try:
+        async with asyncio.timeout(cancel_s):
+            await reader.read_in_thread(work, idle_timeout_s=idle)
+    except ReadersBusy:
+        await by_receive("busy, by receive")
+        return
     except ClientDisconnect:
-        EVENTS.append(f"disconnect after {size}")
+        EVENTS.append(f"disconnect after {sizes[0]}")
         return
     except TimeoutError:
-        await answer(send, 408, f"stalled after {size}")
+        if cancel_s is not None:
+            EVENTS.append(f"cancelled after {sizes[0]}")
+            return
+        await answer(send, 408, f"stalled after {sizes[0]}")
         return
+    size = sizes[0]
     after = "-"
     if stop < 0:
         message = await receive()
@@ -82,8 +106,8 @@ async def read_direct(scope: Scope, receive: Receive, send: Send) -> None:
     await answer(send, 200, f"direct {digest.hexdigest()} {size} {after}")
 
 
-# The swap of protocols is the transport's: uvloop's (the server's default
-# loop) and asyncio's own.
+# Pausing the transport and reading its socket from a thread: uvloop's (the
+# server's default loop) and asyncio's own.
 @pytest.fixture(scope="module", params=["uvloop", "asyncio"])
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     with LiveServer(read_direct, BodyPiecesProtocol, loop=request.param) as live:
@@ -239,3 +263,42 @@ def test_readers_on_many_connections_at_once(server: tuple[str, int]) -> None:
         return [r.text for r in sent]
 
     assert asyncio.run(main()) == [done(body) for body in bodies]
+
+
+def test_a_cancelled_read_ends_the_thread_and_the_connection(server: tuple[str, int]) -> None:
+    EVENTS.clear()
+    data = b"c" * 300_000
+    with socket.create_connection(server) as sock:
+        sock.sendall(request("/?buf=65536&cancel=0.3", data)[:150_000])
+        sock.settimeout(10)
+        # The request's task is cancelled while its thread waits on the socket:
+        # the thread's read is cut, and the connection closed.
+        assert sock.recv(1024) == b""
+    assert len(EVENTS) == 1
+    assert EVENTS[0].startswith("cancelled after ")
+    # The body thread is free again.
+    assert BODY_THREADS.claim()
+    BODY_THREADS.release()
+    with httpx.Client(base_url=url(server)) as client:
+        assert client.post("/?buf=4096", content=b"after").text == done(b"after")
+
+
+def test_with_every_body_thread_taken_the_body_stays_for_receive(
+    server: tuple[str, int],
+) -> None:
+    claimed = 0
+    while BODY_THREADS.claim():
+        claimed += 1
+    try:
+        assert claimed == BODY_THREADS.count
+        data = random.Random(7).randbytes(100_000)
+        with httpx.Client(base_url=url(server)) as client:
+            sent = client.post("/?buf=4096", content=data)
+            assert sent.text == f"busy, by receive {hashlib.sha256(data).hexdigest()} {len(data)}"
+            # And the connection goes on.
+            assert client.post("/?buf=4096", content=b"x").text == "busy, by receive " + (
+                f"{hashlib.sha256(b'x').hexdigest()} 1"
+            )
+    finally:
+        for _ in range(claimed):
+            BODY_THREADS.release()

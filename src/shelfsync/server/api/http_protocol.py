@@ -10,38 +10,48 @@ finds one piece (the usual case: the app reads as fast as the pieces come) gets
 that very bytes object. Flow control, HTTP parsing and everything else are
 uvicorn's own.
 
-A body with a Content-Length can also be read straight into the app's own
-buffer (api/body_reader.py; the chunk PUT route uses it).
+A body with a Content-Length can also be read by a worker thread straight
+into the app's own buffer (api/body_reader.py; the chunk PUT route uses it).
 Even uncopied, a body arrives as one ASGI message per 256 KiB socket read
 (uvloop's read size): each a bytes object uvloop fills and httptools copies,
 then a message through uvicorn, the middleware and Starlette's stream, with
-reading paused and resumed around it. That was the event loop's work per
-uploaded GiB (4,096 messages), and one event loop serves every chunk in
-flight. `read_into` drains what the parser already has, then swaps the
-connection's protocol for an `asyncio.BufferedProtocol` (`_BodyInto`) whose
-buffer is the caller's: the event loop reads the rest of the body from the
-socket into it, one small callback per read, until the Content-Length is
-reached; then the connection goes back to uvicorn with a fresh parser (the
+reading paused and resumed around it. Reading it into the app's buffer with
+a callback per socket read on the event loop (the way before this one) still
+cost the loop a wake-up per read and a hop to a worker per buffer to hash and
+write it, one event loop for every chunk in flight. `read_in_thread` drains
+what the parser already has, pauses the connection's reading, and hands the
+socket to one of the server's body threads, which reads the rest with
+blocking `readv` calls into the app's buffer and hashes and writes it in the
+same thread: the event loop does nothing for the body. At the
+Content-Length the connection goes back to uvicorn with a fresh parser (the
 old one never saw those bytes), exactly at the next request's first byte.
-When the app answers without reading a body to its end, the rest is read and
-dropped after the response (as uvicorn's parser would drop it), so the client
-gets its answer and the connection its next request; closing with unread
-bytes instead would reset it, and the answer could be lost.
+When the app stops before the body's end, the rest is read and dropped on
+the event loop after the response (as uvicorn's parser would drop it), so
+the client gets its answer and the connection its next request; closing with
+unread bytes instead would reset it, and the answer could be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import select
+import socket
+import threading
 from collections.abc import Callable
-from typing import Self
+from concurrent.futures import ThreadPoolExecutor
+from typing import Self, TypeVar
 
 import httptools
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from shelfsync.server.api.body_reader import BODY_READER
+from shelfsync.server.api.body_reader import BODY_READER, ReadBody, ReadersBusy
 
-__all__ = ["BodyPiecesProtocol", "DirectBody"]
+__all__ = ["BODY_THREADS", "BodyPiecesProtocol", "DirectBody"]
+
+T = TypeVar("T")
 
 # The rest of a body the app answered without reading is read and dropped in
 # pieces of this size.
@@ -90,15 +100,17 @@ class _BodyPieces:
 class BodyPiecesProtocol(HttpToolsProtocol):
     # The DirectBody of the request the parser is reading, if it offered one.
     _parsing: DirectBody | None = None
-    # The connection's protocol while a body is read past the parser.
-    _direct: _BodyInto | None = None
+    # The connection's protocol while the rest of a body waits to be dropped.
+    _direct: _BodyRest | None = None
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._parsing = None
         length = _plain_length(self.headers)
         cycle = self.cycle
-        if length and cycle is not None and self.scope.get("path") is not None:
+        # A body thread reads the socket itself: not under TLS.
+        plain = self.transport.get_extra_info("sslcontext") is None
+        if length and plain and cycle is not None and self.scope.get("path") is not None:
             reader = DirectBody(self, cycle, length)
             self._parsing = reader
             extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
@@ -142,135 +154,193 @@ def _plain_length(headers: list[tuple[bytes, bytes]]) -> int:
 
 
 class DirectBody:
-    """A request body read into the caller's buffers (see the module's text)."""
+    """A request body read by a body thread (see the module's text)."""
 
     def __init__(self, protocol: BodyPiecesProtocol, cycle: RequestResponseCycle, length: int):
         self._protocol = protocol
         self._cycle = cycle
         self.length = length
         self.parsed = 0  # bytes of the body the parser has seen
-        self.taken = 0  # bytes of the body handed to the app by read_into
-        self._into: _BodyInto | None = None
 
-    async def read_into(self, view: memoryview, *, idle_timeout_s: float | None = None) -> int:
-        """As BodyReader.read_into (api/body_reader.py)."""
-        cycle = self._cycle
-        if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
-            cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            cycle.waiting_for_100_continue = False
-        # Every piece the parser gave is in a _BodyPieces (on_body); an empty
-        # bytearray is uvicorn's fresh body.
-        body = cycle.body
-        done = body.take_into(view) if isinstance(body, _BodyPieces) else 0
-        while done < len(view) and self.taken + done < self.length:
-            if cycle.disconnected or cycle.response_complete:
+    async def read_in_thread(
+        self, work: Callable[[ReadBody], T], *, idle_timeout_s: float | None = None
+    ) -> T:
+        """As BodyReader.read_in_thread (api/body_reader.py)."""
+        cycle, protocol = self._cycle, self._protocol
+        if cycle.disconnected or cycle.response_complete:
+            raise ClientDisconnect
+        if not BODY_THREADS.claim():
+            raise ReadersBusy
+        try:
+            if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
+                cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                cycle.waiting_for_100_continue = False
+            # Every piece the parser gave is in a _BodyPieces (on_body); an empty
+            # bytearray is uvicorn's fresh body. Reading is paused from here on,
+            # so the parser adds nothing to it while the thread takes from it.
+            pieces = cycle.body if isinstance(cycle.body, _BodyPieces) else None
+            from_socket = protocol._parsing is self and cycle.more_body
+            remaining = self.length - self.parsed if from_socket else 0
+            if remaining > 0:
+                protocol.flow.pause_reading()
+            body = _ThreadBody(protocol.transport, pieces, remaining, idle_timeout_s)
+            done = asyncio.get_running_loop().run_in_executor(
+                BODY_THREADS.executor, work, body.read
+            )
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # The thread must be done with the socket (and the app's
+                # buffers) before the connection or they are touched again.
+                body.cut()
+                await asyncio.wait([done])
+                if not done.cancelled():
+                    done.exception()  # retrieved: the cancellation is what is raised
+                raise
+            finally:
+                if remaining > 0:
+                    self._hand_back(body)
+        finally:
+            BODY_THREADS.release()
+
+    def _hand_back(self, body: _ThreadBody) -> None:
+        """The thread is done: the connection is the event loop's again."""
+        protocol = self._protocol
+        if body.remaining == 0:
+            protocol.parser = httptools.HttpRequestParser(protocol)
+            # Read past the parser only while it was in this body: its cycle is current.
+            protocol.on_message_complete()
+            protocol.flow.resume_reading()
+        elif body.gone:
+            protocol.transport.close()
+        else:
+            # Stopped before the body's end: the rest is dropped after the answer.
+            protocol._direct = _BodyRest(protocol, body.remaining)
+            protocol.transport.set_protocol(protocol._direct)
+
+
+class _ThreadBody:
+    """The body's bytes for a body thread: first the parser's pieces, then the socket."""
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        pieces: _BodyPieces | None,
+        remaining: int,
+        idle_timeout_s: float | None,
+    ) -> None:
+        self._pieces = pieces
+        self.remaining = remaining  # bytes of the body still in the socket
+        self.gone = False  # the peer closed, reset, or the read was cut
+        self._fd = -1
+        if remaining > 0:
+            self._fd = transport.get_extra_info("socket").fileno()
+            self._poll = select.poll()
+            self._poll.register(self._fd, select.POLLIN)
+        self._timeout_ms = None if idle_timeout_s is None else max(1, int(idle_timeout_s * 1000))
+
+    def read(self, view: memoryview) -> int:
+        done = self._pieces.take_into(view) if self._pieces is not None else 0
+        while done < len(view) and self.remaining > 0:
+            try:
+                # The socket is non-blocking (the event loop's): poll when empty.
+                n = os.readv(self._fd, [view[done : done + min(len(view) - done, self.remaining)]])
+            except BlockingIOError:
+                if not self._poll.poll(self._timeout_ms):
+                    raise TimeoutError("no body bytes within the idle timeout") from None
+                continue
+            except OSError as exc:
+                self.gone = True
+                raise ClientDisconnect from exc
+            if n == 0:
+                self.gone = True
                 raise ClientDisconnect
-            if self._into is None and not self._take_over():
-                # The parser is past this body's end (all of it is in cycle.body).
-                break
-            assert self._into is not None
-            done = await self._into.fill(view, done, idle_timeout_s)
-        self.taken += done
+            done += n
+            self.remaining -= n
         return done
 
-    def _take_over(self) -> bool:
-        protocol, cycle = self._protocol, self._cycle
-        remaining = self.length - self.parsed
-        if protocol._parsing is not self or not cycle.more_body or remaining <= 0:
-            return False
-        self._into = protocol._direct = _BodyInto(protocol, remaining)
-        protocol.flow.pause_reading()
-        protocol.transport.set_protocol(self._into)
-        return True
+    def cut(self) -> None:
+        """Make the thread's read end now (called from the event loop)."""
+        if self._fd >= 0:
+            self.gone = True
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._fd)) as sock:
+                sock.shutdown(socket.SHUT_RD)
 
 
-class _BodyInto(asyncio.BufferedProtocol):
-    """The connection's protocol while a body is read into the app's buffer."""
+class _BodyThreads:
+    """The threads that read bodies, as many as may read at once: a body
+    thread waits on its client for the whole body, so bodies do not take the
+    event loop's default threads, which every other request needs; a body
+    that finds them all taken is read through `receive` instead."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+        self._taken = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.count, thread_name_prefix="body")
+            return self._executor
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self._taken == self.count:
+                return False
+            self._taken += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._taken -= 1
+
+
+# Eight: two devices each sending four chunks at once.
+BODY_THREADS = _BodyThreads(8)
+
+
+class _BodyRest(asyncio.BufferedProtocol):
+    """The connection's protocol while the rest of a body the app stopped
+    reading waits to be dropped (after the answer: `discard_rest`)."""
 
     def __init__(self, owner: BodyPiecesProtocol, remaining: int) -> None:
         self._owner = owner
         self._transport = owner.transport
         self.remaining = remaining
-        self._view: memoryview | None = None
-        self._filled = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._lost = False
+        self._scratch = memoryview(bytearray(0))
         self._then: Callable[[], None] | None = None
-
-    async def fill(self, view: memoryview, done: int, idle_timeout_s: float | None) -> int:
-        if self._lost:
-            raise ClientDisconnect
-        self._view, self._filled = view, done
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
-        self._transport.resume_reading()
-        try:
-            # The idle timeout is checked when it runs out: a body that stops
-            # is cut between one and two timeouts after its last byte.
-            while True:
-                remaining = self.remaining
-                try:
-                    async with asyncio.timeout(idle_timeout_s):
-                        await asyncio.shield(waiter)
-                    break
-                except TimeoutError:
-                    if self.remaining == remaining:  # nothing came meanwhile
-                        raise
-        finally:
-            if not waiter.done():
-                waiter.cancel()
-                if not self._lost:
-                    self._transport.pause_reading()
-            self._view, self._waiter = None, None
-        return self._filled
 
     def discard_rest(self, *, then: Callable[[], None]) -> None:
         """Read the rest of the body into a scratch buffer, then give the
         connection back and call `then`."""
         self._then = then
-        self._view, self._filled = memoryview(bytearray(_DISCARD_BYTES)), 0
+        self._scratch = memoryview(bytearray(_DISCARD_BYTES))
         self._transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        view = self._view
-        assert view is not None  # reading is paused while there is none
-        # Discarding, `_filled` stays 0: the scratch buffer over and over.
-        return view[self._filled : self._filled + min(len(view) - self._filled, self.remaining)]
+        return self._scratch[: min(len(self._scratch), self.remaining)]
 
     def buffer_updated(self, nbytes: int) -> None:
-        assert self._view is not None
         self.remaining -= nbytes
-        if self._then is None:
-            self._filled += nbytes
         if self.remaining == 0:
             self._transport.pause_reading()
-            self._give_back()
-            if self._then is not None:
-                self._then()
-                return
-        elif self._then is not None or self._filled < len(self._view):
-            return
-        else:
-            self._transport.pause_reading()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _give_back(self) -> None:
-        """The body is in: the connection is uvicorn's again, at a message boundary."""
-        owner = self._owner
-        owner._direct = None
-        self._transport.set_protocol(owner)
-        owner.parser = httptools.HttpRequestParser(owner)
-        # Taken over only while the parser was in this body: its cycle is current.
-        owner.on_message_complete()
-        owner.flow.resume_reading()
+            owner = self._owner
+            owner._direct = None
+            self._transport.set_protocol(owner)
+            owner.parser = httptools.HttpRequestParser(owner)
+            # The body's message is over; its answer is already sent.
+            owner.on_message_complete()
+            owner.flow.resume_reading()
+            assert self._then is not None
+            self._then()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ClientDisconnect())
         self._owner.connection_lost(exc)
 
     def pause_writing(self) -> None:

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shelfsync.server.api.body_reader import BODY_READER, BodyReader, direct_body
+from shelfsync.server.api.body_reader import BODY_READER, BodyReader, ReadBody, direct_body
 from shelfsync.server.api.errors import problem_response
+
+T = TypeVar("T")
 
 __all__ = ["BATCH_UPLOAD_PATH", "CHUNK_PATH", "RequestLimits", "RequestLimitsMiddleware"]
 
@@ -151,12 +155,14 @@ class _TimedBodyReader:
         self._reader = reader
         self._timeout_s = timeout_s
 
-    async def read_into(self, view: memoryview, *, idle_timeout_s: float | None = None) -> int:
+    async def read_in_thread(
+        self, work: Callable[[ReadBody], T], *, idle_timeout_s: float | None = None
+    ) -> T:
         timeout_s = (
             self._timeout_s if idle_timeout_s is None else min(idle_timeout_s, self._timeout_s)
         )
         try:
-            return await self._reader.read_into(view, idle_timeout_s=timeout_s)
+            return await self._reader.read_in_thread(work, idle_timeout_s=timeout_s)
         except TimeoutError as exc:
             raise HTTPException(
                 408, f"no request body bytes for {timeout_s:g} s", headers=_CLOSE

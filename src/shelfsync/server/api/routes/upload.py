@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from shelfsync.protocol.uploads import ChunkReceipt, UploadComplete, UploadCreate, UploadSession
-from shelfsync.server.api.body_reader import BodyReader, direct_body
+from shelfsync.server.api.body_reader import ReadBody, ReadersBusy, direct_body
 from shelfsync.server.api.dependencies import CurrentPrincipal, ServicesDep
 from shelfsync.server.api.responses import problems
 from shelfsync.server.api.wire import report_result_out, upload_out, utc
@@ -128,9 +130,11 @@ async def put_chunk(
         content_digest=content_digest,
     )
     reader = direct_body(request.scope)
+    receipt: ReceiptOut | None = None
     if reader is not None and content_length == receiver.expected:
-        receipt = await _receive_into_buffers(reader, receiver)
-    else:
+        with contextlib.suppress(ReadersBusy):
+            receipt = await reader.read_in_thread(partial(_land_body, receiver))
+    if receipt is None:
         receipt = await _receive_pieces(request, receiver)
     return ChunkReceipt(
         index=receipt.index,
@@ -140,36 +144,27 @@ async def put_chunk(
     )
 
 
-async def _receive_into_buffers(reader: BodyReader, receiver: ChunkReceiver) -> ReceiptOut:
-    """The body read from the socket into two aligned buffers in turn: while a
-    worker thread hashes and writes one (from where it is), the other fills.
-    The last goes with `finish`: sync and record in the same hop."""
-    buffers = [DIRECT_BUFFERS.take(), DIRECT_BUFFERS.take()]
-    feeding: asyncio.Future[None] | None = None
+def _land_body(receiver: ChunkReceiver, read: ReadBody) -> ReceiptOut:
+    """In a body thread: the body read from the socket into an aligned buffer,
+    hashed and written from there, a buffer at a time; the last goes with
+    `finish` (sync and record). The socket's own buffer keeps the client
+    sending while the thread hashes and writes."""
+    buffer = DIRECT_BUFFERS.take()
     try:
-        taken, turn = 0, 0
+        taken = 0
         while True:
-            buffer = buffers[turn]
             with memoryview(buffer) as view:
-                n = await reader.read_into(view)
+                n = read(view)
             taken += n
-            if feeding is not None:
-                await feeding
-                feeding = None
             if n < len(buffer) or taken >= receiver.expected:
-                # A short last buffer goes as a copy: no view of it may
-                # outlive the thread's call (the buffer is reused, or closed).
-                last = [buffer] if n == len(buffer) else [buffer[:n]]
-                return await asyncio.to_thread(receiver.finish, last)
-            feeding = asyncio.ensure_future(asyncio.to_thread(receiver.feed_pieces, [buffer]))
-            turn ^= 1
+                # A short last buffer goes as a copy: the buffer is reused.
+                return receiver.finish([buffer] if n == len(buffer) else [buffer[:n]])
+            receiver.feed_pieces([buffer])
     except BaseException:
-        await _abort(receiver, feeding)
+        receiver.abort()
         raise
     finally:
-        if feeding is None or feeding.done():
-            for buffer in buffers:
-                DIRECT_BUFFERS.give(buffer)
+        DIRECT_BUFFERS.give(buffer)
 
 
 async def _receive_pieces(request: Request, receiver: ChunkReceiver) -> ReceiptOut:
