@@ -3,6 +3,7 @@ the TestClient's), and a body that trickles in to send it."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from shelfsync.server.api.http_protocol import BODY_THREADS
 
 
 class LiveServer:
@@ -70,3 +73,17 @@ def trickled_body(pause_every: int) -> tuple[bytes, Iterator[bytes]]:
             yield piece
 
     return b"".join(pieces), trickle()
+
+
+@contextlib.contextmanager
+def body_threads_taken() -> Iterator[int]:
+    """Every body thread of the process taken (by placeholders): bodies go
+    through `receive`. Yields how many were free."""
+    placeholders: list[Any] = []
+    while BODY_THREADS.claim(placeholder := object()) is not None:  # type: ignore[arg-type]
+        placeholders.append(placeholder)
+    try:
+        yield len(placeholders)
+    finally:
+        for placeholder in placeholders:
+            BODY_THREADS.release(placeholder)

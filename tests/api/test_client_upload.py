@@ -5,6 +5,7 @@ after the check refused by the server and abandoned by the client."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,9 @@ from shelfsync.client.transfer import TransferCounters, TransferSettings
 from shelfsync.client.upload import Uploader, UploadJob
 from shelfsync.content_hash import BLOCK_SIZE, hash_file
 from shelfsync.protocol.uploads import UploadSession
-from shelfsync.server.api.http_protocol import BODY_THREADS, BodyPiecesProtocol
+from shelfsync.server.api.http_protocol import BodyPiecesProtocol
 from tests.api.conftest import Account
-from tests.api.live_server import LiveServer
+from tests.api.live_server import LiveServer, body_threads_taken
 
 V1 = "/api/v1/sync"
 
@@ -61,19 +62,11 @@ def api(
         ) as api:
             yield api
         return
-    claimed = 0
-    if request.param == "live-threads-taken":
-        while BODY_THREADS.claim():
-            claimed += 1
-    try:
-        with (
-            LiveServer(app, BodyPiecesProtocol) as live,
-            ApiClient(live.url, device_token=token) as api,
-        ):
-            yield api
-    finally:
-        for _ in range(claimed):
-            BODY_THREADS.release()
+    with contextlib.ExitStack() as stack:
+        if request.param == "live-threads-taken":
+            stack.enter_context(body_threads_taken())
+        live = stack.enter_context(LiveServer(app, BodyPiecesProtocol))
+        yield stack.enter_context(ApiClient(live.url, device_token=token))
 
 
 @pytest.fixture

@@ -20,12 +20,14 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from shelfsync.server.api.body_reader import ReadBody, ReadersBusy, direct_body
 from shelfsync.server.api.http_protocol import BODY_THREADS, BodyPiecesProtocol
-from tests.api.live_server import LiveServer, trickled_body
+from tests.api.live_server import LiveServer, body_threads_taken, trickled_body
 
 EVENTS: list[str] = []
 
@@ -112,6 +114,15 @@ async def read_direct(scope: Scope, receive: Receive, send: Send) -> None:
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     with LiveServer(read_direct, BodyPiecesProtocol, loop=request.param) as live:
         yield "127.0.0.1", live.port
+
+
+def next_event() -> str:
+    """The app's first event (it may come just after the connection closed)."""
+    deadline = time.monotonic() + 10
+    while not EVENTS:
+        assert time.monotonic() < deadline, "the app never told of the body's end"
+        time.sleep(0.01)
+    return EVENTS[0]
 
 
 def url(server: tuple[str, int]) -> str:
@@ -203,12 +214,9 @@ def test_a_client_that_goes_mid_body_is_reported(server: tuple[str, int]) -> Non
     with socket.create_connection(server) as sock:
         sock.sendall(request("/?buf=65536", data)[: 1024 * 1024])
         time.sleep(0.2)
-    deadline = time.monotonic() + 10
-    while not EVENTS:
-        assert time.monotonic() < deadline, "the app never heard of the disconnect"
-        time.sleep(0.01)
-    assert EVENTS[0].startswith("disconnect after ")
-    assert int(EVENTS[0].rsplit(" ", 1)[1]) < len(data)
+    event = next_event()
+    assert event.startswith("disconnect after ")
+    assert int(event.rsplit(" ", 1)[1]) < len(data)
 
 
 def test_a_stalled_body_times_out(server: tuple[str, int]) -> None:
@@ -274,11 +282,9 @@ def test_a_cancelled_read_ends_the_thread_and_the_connection(server: tuple[str, 
         # The request's task is cancelled while its thread waits on the socket:
         # the thread's read is cut, and the connection closed.
         assert sock.recv(1024) == b""
-    assert len(EVENTS) == 1
-    assert EVENTS[0].startswith("cancelled after ")
+    assert next_event().startswith("cancelled after ")
     # The body thread is free again.
-    assert BODY_THREADS.claim()
-    BODY_THREADS.release()
+    assert BODY_THREADS.reading == 0
     with httpx.Client(base_url=url(server)) as client:
         assert client.post("/?buf=4096", content=b"after").text == done(b"after")
 
@@ -286,10 +292,7 @@ def test_a_cancelled_read_ends_the_thread_and_the_connection(server: tuple[str, 
 def test_with_every_body_thread_taken_the_body_stays_for_receive(
     server: tuple[str, int],
 ) -> None:
-    claimed = 0
-    while BODY_THREADS.claim():
-        claimed += 1
-    try:
+    with body_threads_taken() as claimed:
         assert claimed == BODY_THREADS.count
         data = random.Random(7).randbytes(100_000)
         with httpx.Client(base_url=url(server)) as client:
@@ -299,6 +302,35 @@ def test_with_every_body_thread_taken_the_body_stays_for_receive(
             assert client.post("/?buf=4096", content=b"x").text == "busy, by receive " + (
                 f"{hashlib.sha256(b'x').hexdigest()} 1"
             )
-    finally:
-        for _ in range(claimed):
-            BODY_THREADS.release()
+
+
+def test_stopping_the_threads_cuts_a_body_still_read(server: tuple[str, int]) -> None:
+    # A forced stop (the app's lifespan ends while a client stalls mid-body):
+    # the thread's read ends at once instead of at the idle timeout.
+    EVENTS.clear()
+    data = b"s" * 300_000
+    with socket.create_connection(server) as sock:
+        sock.sendall(request("/?buf=65536", data)[:150_000])
+        deadline = time.monotonic() + 10
+        while BODY_THREADS.reading == 0:
+            assert time.monotonic() < deadline, "no body thread took the body"
+            time.sleep(0.01)
+        started = time.monotonic()
+        BODY_THREADS.stop()
+        assert time.monotonic() - started < 5
+        sock.settimeout(10)
+        assert sock.recv(1024) == b""
+    assert next_event().startswith("disconnect after ")
+    assert BODY_THREADS.reading == 0
+    with httpx.Client(base_url=url(server)) as client:
+        assert client.post("/?buf=4096", content=b"again").text == done(b"again")
+
+
+def test_the_apps_lifespan_end_stops_the_body_threads(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stops: list[str] = []
+    monkeypatch.setattr(BODY_THREADS, "stop", lambda: stops.append("stop"))
+    with TestClient(app):
+        assert stops == []
+    assert stops == ["stop"]

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from shelfsync import __version__
 from shelfsync.server.api.dependencies import Services
 from shelfsync.server.api.errors import install_error_handlers
+from shelfsync.server.api.http_protocol import BODY_THREADS
 from shelfsync.server.api.limits import RequestLimits, RequestLimitsMiddleware
 from shelfsync.server.api.metrics import MetricsMiddleware, RequestMetrics, add_process_gauges
 from shelfsync.server.api.openapi import ALIASED_PREFIX, UNVERSIONED_PREFIX, build_openapi
@@ -202,6 +203,8 @@ def create_app(
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await maintenance
+            # Bodies still read by a thread now (a forced stop) are cut.
+            await asyncio.to_thread(BODY_THREADS.stop)
             if channel is not None:
                 await asyncio.to_thread(channel.stop)
             if db is None:

@@ -169,24 +169,23 @@ class DirectBody:
         cycle, protocol = self._cycle, self._protocol
         if cycle.disconnected or cycle.response_complete:
             raise ClientDisconnect
-        if not BODY_THREADS.claim():
+        # Every piece the parser gave is in a _BodyPieces (on_body); an empty
+        # bytearray is uvicorn's fresh body. Reading is paused from here on,
+        # so the parser adds nothing to it while the thread takes from it.
+        pieces = cycle.body if isinstance(cycle.body, _BodyPieces) else None
+        from_socket = protocol._parsing is self and cycle.more_body
+        remaining = self.length - self.parsed if from_socket else 0
+        body = _ThreadBody(protocol.transport, pieces, remaining, idle_timeout_s)
+        executor = BODY_THREADS.claim(body)
+        if executor is None:
             raise ReadersBusy
         try:
             if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
                 cycle.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 cycle.waiting_for_100_continue = False
-            # Every piece the parser gave is in a _BodyPieces (on_body); an empty
-            # bytearray is uvicorn's fresh body. Reading is paused from here on,
-            # so the parser adds nothing to it while the thread takes from it.
-            pieces = cycle.body if isinstance(cycle.body, _BodyPieces) else None
-            from_socket = protocol._parsing is self and cycle.more_body
-            remaining = self.length - self.parsed if from_socket else 0
             if remaining > 0:
                 protocol.flow.pause_reading()
-            body = _ThreadBody(protocol.transport, pieces, remaining, idle_timeout_s)
-            done = asyncio.get_running_loop().run_in_executor(
-                BODY_THREADS.executor, work, body.read
-            )
+            done = asyncio.get_running_loop().run_in_executor(executor, work, body.read)
             try:
                 return await asyncio.shield(done)
             except asyncio.CancelledError:
@@ -201,7 +200,7 @@ class DirectBody:
                 if remaining > 0:
                     self._hand_back(body)
         finally:
-            BODY_THREADS.release()
+            BODY_THREADS.release(body)
 
     def _hand_back(self, body: _ThreadBody) -> None:
         """The thread is done: the connection is the event loop's again."""
@@ -276,26 +275,40 @@ class _BodyThreads:
     def __init__(self, count: int) -> None:
         self.count = count
         self._lock = threading.Lock()
-        self._taken = 0
+        self._reading: set[_ThreadBody] = set()
         self._executor: ThreadPoolExecutor | None = None
 
-    @property
-    def executor(self) -> ThreadPoolExecutor:
+    def claim(self, body: _ThreadBody) -> ThreadPoolExecutor | None:
+        """The executor to read `body` in, or None when every thread is taken."""
         with self._lock:
+            if len(self._reading) == self.count:
+                return None
+            self._reading.add(body)
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.count, thread_name_prefix="body")
             return self._executor
 
-    def claim(self) -> bool:
+    def release(self, body: _ThreadBody) -> None:
         with self._lock:
-            if self._taken == self.count:
-                return False
-            self._taken += 1
-            return True
+            self._reading.discard(body)
 
-    def release(self) -> None:
+    @property
+    def reading(self) -> int:
         with self._lock:
-            self._taken -= 1
+            return len(self._reading)
+
+    def stop(self) -> None:
+        """The server is stopping: cut every body still being read and wait for
+        its thread. A graceful stop waits for its requests first, so only a
+        forced one finds any; without this, the process would wait at exit for
+        those clients (up to the idle timeout for a stalled one)."""
+        with self._lock:
+            bodies = list(self._reading)
+            executor, self._executor = self._executor, None
+        for body in bodies:
+            body.cut()
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 # Eight: two devices each sending four chunks at once.

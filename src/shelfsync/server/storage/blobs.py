@@ -155,7 +155,7 @@ class AlignedBuffers:
 # where it is (ChunkFile.write_pieces).
 BodyPiece = bytes | bytearray | memoryview | mmap.mmap
 
-# Shared by the chunk writes here, the receive buffers of chunk PUTs (two per
+# Shared by the chunk writes here, the receive buffers of chunk PUTs (one per
 # chunk in flight, api/routes/upload.py) and the direct reads of downloads.
 DIRECT_BUFFERS = AlignedBuffers(DIRECT_BUFFER_BYTES, keep=16)
 
