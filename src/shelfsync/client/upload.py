@@ -64,11 +64,19 @@ _CLAIM_WAIT_S = 1.0
 # on the way) to be sent in one.
 CHUNKED_OVER_BYTES = 8 * 1024 * 1024
 # Chunks of several blocks (16 MiB: a quarter of the requests, syncs and
-# records of block-sized chunks; 4 in flight hold 64 MiB) for files that still
-# span at least 8 of them (twice the chunks in flight), so that a killed upload
-# keeps most of what it sent.
+# records of block-sized chunks) for files that still span at least 8 of them
+# (twice the chunks in flight), so that a killed upload keeps most of what it
+# sent.
 _LARGE_CHUNK = 4 * BLOCK_SIZE
 _MULTI_BLOCK_FILE_BYTES = 8 * _LARGE_CHUNK
+# Larger files in larger chunks: a sixteenth of the file, in whole blocks, up
+# to the protocol's 64 MiB. Each chunk costs the server a claim, a sync and a
+# durable record while its connection waits for the answer; a 1 GiB upload
+# went 778-843 MB/s in 16 MiB chunks, 969-1,008 in 32 and 1,091-1,127 in 64
+# (docs/benchmarks.md, "Upload, stop 22"). At a sixteenth, what a killed
+# upload loses (the chunks in flight) stays a fixed share of the file.
+_CHUNKS_AT_LEAST = 16
+_MAX_CHUNK = 16 * BLOCK_SIZE
 # A chunk read as it is sent goes in pieces of this size (see _FileSlice).
 _SEND_PIECE = 1024 * 1024
 
@@ -89,7 +97,10 @@ def _chunk_size(size: int) -> int | None:
     _MULTI_BLOCK_FILE_BYTES, then larger chunks checked against block_hashes."""
     if size <= CHUNKED_OVER_BYTES:
         return None
-    return BLOCK_SIZE if size < _MULTI_BLOCK_FILE_BYTES else _LARGE_CHUNK
+    if size < _MULTI_BLOCK_FILE_BYTES:
+        return BLOCK_SIZE
+    blocks = size // (_CHUNKS_AT_LEAST * BLOCK_SIZE)
+    return min(max(blocks * BLOCK_SIZE, _LARGE_CHUNK), _MAX_CHUNK)
 
 
 def mtime_datetime(mtime_ns: int) -> datetime:
