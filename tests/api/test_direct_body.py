@@ -273,17 +273,30 @@ def test_readers_on_many_connections_at_once(server: tuple[str, int]) -> None:
     assert asyncio.run(main()) == [done(body) for body in bodies]
 
 
-def test_a_cancelled_read_ends_the_thread_and_the_connection(server: tuple[str, int]) -> None:
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+def test_a_read_the_server_ends_frees_its_thread_and_closes_the_connection(
+    server: tuple[str, int], end: str
+) -> None:
+    # `cancel`: the request's task is cancelled while its thread waits on the
+    # socket. `stop`: a forced stop (the app's lifespan ends while a client
+    # stalls mid-body). Either way the thread's read is cut at once, not at the
+    # idle timeout, and the connection closed.
     EVENTS.clear()
-    data = b"c" * 300_000
+    query = "buf=65536&cancel=0.3" if end == "cancel" else "buf=65536"
     with socket.create_connection(server) as sock:
-        sock.sendall(request("/?buf=65536&cancel=0.3", data)[:150_000])
+        sock.sendall(request(f"/?{query}", b"c" * 300_000)[:150_000])
+        if end == "stop":
+            deadline = time.monotonic() + 10
+            while BODY_THREADS.reading == 0:
+                assert time.monotonic() < deadline, "no body thread took the body"
+                time.sleep(0.01)
+            started = time.monotonic()
+            BODY_THREADS.stop()
+            assert time.monotonic() - started < 5
         sock.settimeout(10)
-        # The request's task is cancelled while its thread waits on the socket:
-        # the thread's read is cut, and the connection closed.
         assert sock.recv(1024) == b""
-    assert next_event().startswith("cancelled after ")
-    # The body thread is free again.
+    told = "cancelled after " if end == "cancel" else "disconnect after "
+    assert next_event().startswith(told)
     assert BODY_THREADS.reading == 0
     with httpx.Client(base_url=url(server)) as client:
         assert client.post("/?buf=4096", content=b"after").text == done(b"after")
@@ -302,28 +315,6 @@ def test_with_every_body_thread_taken_the_body_stays_for_receive(
             assert client.post("/?buf=4096", content=b"x").text == "busy, by receive " + (
                 f"{hashlib.sha256(b'x').hexdigest()} 1"
             )
-
-
-def test_stopping_the_threads_cuts_a_body_still_read(server: tuple[str, int]) -> None:
-    # A forced stop (the app's lifespan ends while a client stalls mid-body):
-    # the thread's read ends at once instead of at the idle timeout.
-    EVENTS.clear()
-    data = b"s" * 300_000
-    with socket.create_connection(server) as sock:
-        sock.sendall(request("/?buf=65536", data)[:150_000])
-        deadline = time.monotonic() + 10
-        while BODY_THREADS.reading == 0:
-            assert time.monotonic() < deadline, "no body thread took the body"
-            time.sleep(0.01)
-        started = time.monotonic()
-        BODY_THREADS.stop()
-        assert time.monotonic() - started < 5
-        sock.settimeout(10)
-        assert sock.recv(1024) == b""
-    assert next_event().startswith("disconnect after ")
-    assert BODY_THREADS.reading == 0
-    with httpx.Client(base_url=url(server)) as client:
-        assert client.post("/?buf=4096", content=b"again").text == done(b"again")
 
 
 def test_the_apps_lifespan_end_stops_the_body_threads(
