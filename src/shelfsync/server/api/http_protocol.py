@@ -233,7 +233,10 @@ class _ThreadBody:
         self.gone = False  # the peer closed, reset, or the read was cut
         self._fd = -1
         if remaining > 0:
-            self._fd = transport.get_extra_info("socket").fileno()
+            sock = transport.get_extra_info("socket")
+            if sock is None:  # the transport is closed already
+                raise ClientDisconnect
+            self._fd = sock.fileno()
             self._poll = select.poll()
             self._poll.register(self._fd, select.POLLIN)
         self._timeout_ms = None if idle_timeout_s is None else max(1, int(idle_timeout_s * 1000))
@@ -259,8 +262,9 @@ class _ThreadBody:
         return done
 
     def cut(self) -> None:
-        """Make the thread's read end now (called from the event loop)."""
-        if self._fd >= 0:
+        """Make the thread's read end now (called from the event loop); a body
+        already all read leaves the connection as it is."""
+        if self._fd >= 0 and self.remaining > 0:
             self.gone = True
             with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._fd)) as sock:
                 sock.shutdown(socket.SHUT_RD)

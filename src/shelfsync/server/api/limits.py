@@ -34,9 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shelfsync.server.api.body_reader import BODY_READER, BodyReader, ReadBody, direct_body
 from shelfsync.server.api.errors import problem_response
 
-T = TypeVar("T")
-
 __all__ = ["BATCH_UPLOAD_PATH", "CHUNK_PATH", "RequestLimits", "RequestLimitsMiddleware"]
+
+T = TypeVar("T")
 
 # A chunk PUT (`.../upload/{id}/chunks/{index}`), at either prefix.
 CHUNK_PATH = re.compile(r"/upload/[^/]+/chunks/[^/]+/?\Z")
