@@ -108,9 +108,13 @@ class BodyPiecesProtocol(HttpToolsProtocol):
         self._parsing = None
         length = _plain_length(self.headers)
         cycle = self.cycle
-        # A body thread reads the socket itself: not under TLS.
-        plain = self.transport.get_extra_info("sslcontext") is None
-        if length and plain and cycle is not None and self.scope.get("path") is not None:
+        if (
+            length
+            and cycle is not None
+            and self.scope.get("path") is not None
+            # A body thread reads the socket itself: not under TLS.
+            and self.transport.get_extra_info("sslcontext") is None
+        ):
             reader = DirectBody(self, cycle, length)
             self._parsing = reader
             extensions: dict[str, object] = self.scope.setdefault("extensions", {})  # type: ignore[assignment]
@@ -128,6 +132,15 @@ class BodyPiecesProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._parsing = None
         super().on_message_complete()
+
+    def body_read_past_parser(self) -> None:
+        """A body read past the parser is all in: the connection is uvicorn's
+        again at a message boundary, with a fresh parser (the old one never saw
+        those bytes). Only a body the parser was in is read past it, so the
+        message it completes is the current cycle's."""
+        self.parser = httptools.HttpRequestParser(self)
+        self.on_message_complete()
+        self.flow.resume_reading()
 
     def on_response_complete(self) -> None:
         direct = self._direct
@@ -206,10 +219,7 @@ class DirectBody:
         """The thread is done: the connection is the event loop's again."""
         protocol = self._protocol
         if body.remaining == 0:
-            protocol.parser = httptools.HttpRequestParser(protocol)
-            # Read past the parser only while it was in this body: its cycle is current.
-            protocol.on_message_complete()
-            protocol.flow.resume_reading()
+            protocol.body_read_past_parser()
         elif body.gone:
             protocol.transport.close()
         else:
@@ -347,10 +357,7 @@ class _BodyRest(asyncio.BufferedProtocol):
             owner = self._owner
             owner._direct = None
             self._transport.set_protocol(owner)
-            owner.parser = httptools.HttpRequestParser(owner)
-            # The body's message is over; its answer is already sent.
-            owner.on_message_complete()
-            owner.flow.resume_reading()
+            owner.body_read_past_parser()  # its answer is already sent
             assert self._then is not None
             self._then()
 
